@@ -1,0 +1,16 @@
+//! # runware-ws
+//!
+//! A WebSocket-first client for the [Runware](https://runware.ai) image-inference
+//! API, with FLUX.1 Kontext [pro] (`bfl:3@1`) editing as its first-class task.
+//!
+//! Layers:
+//! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.
+
+#![warn(missing_docs)]
+
+pub mod protocol;
+
+pub use protocol::{
+    ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
+    ValidationError, Violation,
+};

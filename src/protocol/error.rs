@@ -1,0 +1,263 @@
+//! Server errors ([`ApiError`]) in every shape Runware sends, and their
+//! classification into [`ErrorKind`]s that say whether a retry can help.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// `parameter` of an error: one name, or several for cross-field errors.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorParameter {
+    /// `"parameter":"positivePrompt"`
+    One(String),
+    /// `"parameter":["width","height"]`
+    Many(Vec<String>),
+}
+
+impl ErrorParameter {
+    /// The names, one or several.
+    pub fn names(&self) -> Vec<&str> {
+        match self {
+            ErrorParameter::One(s) => vec![s.as_str()],
+            ErrorParameter::Many(v) => v.iter().map(String::as_str).collect(),
+        }
+    }
+
+    /// True if `name` is among the names.
+    pub fn contains(&self, name: &str) -> bool {
+        self.names().contains(&name)
+    }
+}
+
+impl fmt::Display for ErrorParameter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.names().join(", "))
+    }
+}
+
+/// An error item as the server sends it. Fields the server adds that this type
+/// does not know (`type`, `context`, `min`, `max`, …) are kept in `extra`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ApiError {
+    /// Machine-readable code (`invalidPositivePrompt`); empty in the legacy shape.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code: String,
+    /// Human-readable message (`errorMessage` in the legacy shape).
+    #[serde(default, alias = "errorMessage", skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The parameter(s) at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<ErrorParameter>,
+    /// The task type the error belongs to.
+    #[serde(rename = "taskType", default, skip_serializing_if = "Option::is_none")]
+    pub task_type: Option<String>,
+    /// The task the error belongs to; absent for connection-level errors.
+    #[serde(rename = "taskUUID", default, skip_serializing_if = "Option::is_none")]
+    pub task_uuid: Option<String>,
+    /// A documentation link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documentation: Option<String>,
+    /// Allowed values: an array, or an object keyed by index.
+    #[serde(rename = "allowedValues", default, skip_serializing_if = "Option::is_none")]
+    pub allowed_values: Option<Value>,
+    /// Legacy numeric error id (`errorId`).
+    #[serde(rename = "errorId", default, skip_serializing_if = "Option::is_none")]
+    pub error_id: Option<i64>,
+    /// Everything else the server sent.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
+}
+
+impl ApiError {
+    /// An error with a code and a message.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        ApiError { code: code.into(), message: message.into(), ..Default::default() }
+    }
+
+    /// Sets the parameter.
+    pub fn with_parameter(mut self, parameter: impl Into<String>) -> Self {
+        self.parameter = Some(ErrorParameter::One(parameter.into()));
+        self
+    }
+
+    /// Sets the task.
+    pub fn for_task(mut self, task_type: impl Into<String>, task_uuid: impl Into<String>) -> Self {
+        self.task_type = Some(task_type.into());
+        self.task_uuid = Some(task_uuid.into());
+        self
+    }
+
+    /// The error's kind, from its code (and the legacy id or message when there is no code).
+    pub fn kind(&self) -> ErrorKind {
+        if !self.code.is_empty() {
+            return ErrorKind::of_code(&self.code);
+        }
+        let msg = self.message.to_ascii_lowercase();
+        if self.error_id == Some(19) || msg.contains("api key") || msg.contains("apikey") {
+            ErrorKind::Auth
+        } else {
+            ErrorKind::Unknown
+        }
+    }
+
+    /// The task UUID, if present and well-formed.
+    pub fn task_uuid(&self) -> Option<uuid::Uuid> {
+        self.task_uuid.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())
+    }
+
+    /// True for `conflictTaskUUID`: the server already knows this task.
+    pub fn is_conflict(&self) -> bool {
+        self.kind() == ErrorKind::Conflict
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let code = if self.code.is_empty() { "error" } else { self.code.as_str() };
+        write!(f, "{code}")?;
+        if let Some(p) = &self.parameter {
+            write!(f, " [{p}]")?;
+        }
+        if !self.message.is_empty() {
+            write!(f, ": {}", self.message)?;
+        }
+        Ok(())
+    }
+}
+
+/// What kind of failure a server error code stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// A parameter broke a rule (`invalid*`, `missing*`, `unsupported*`, …). Never retry.
+    Validation,
+    /// The API key was refused. Never retry.
+    Auth,
+    /// Out of credits or quota. Never retry.
+    Quota,
+    /// The content was refused by a safety check. Never retry.
+    Safety,
+    /// Too many requests. Retry after backing off.
+    RateLimit,
+    /// The server or provider timed out. A retry can help.
+    Timeout,
+    /// The inference provider failed. A retry can help.
+    Provider,
+    /// The server failed. A retry can help.
+    Server,
+    /// The task is unknown or its results expired. Never retry.
+    NotFound,
+    /// The task UUID is already known to the server (`conflictTaskUUID`).
+    Conflict,
+    /// A code this client does not know. Not retried.
+    Unknown,
+}
+
+impl ErrorKind {
+    /// Classifies a Runware error code.
+    pub fn of_code(code: &str) -> ErrorKind {
+        let lower = code.to_ascii_lowercase();
+        let has = |s: &str| lower.contains(s);
+        if lower == "conflicttaskuuid" || lower.starts_with("conflict") {
+            ErrorKind::Conflict
+        } else if has("apikey") || lower == "unauthorized" || lower == "forbidden" || has("authentication") {
+            ErrorKind::Auth
+        } else if has("credit") || has("quota") || has("balance") || has("payment") {
+            ErrorKind::Quota
+        } else if has("ratelimit") || has("toomanyrequests") || has("throttl") {
+            ErrorKind::RateLimit
+        } else if has("contentpolicy") || has("nsfw") || has("safety") || has("moderation") {
+            ErrorKind::Safety
+        } else if has("timeout") || has("timedout") {
+            ErrorKind::Timeout
+        } else if lower == "tasknotfound" || has("notfound") || lower.ends_with("expired") {
+            ErrorKind::NotFound
+        } else if lower.starts_with("provider")
+            || matches!(lower.as_str(), "inferenceerror" | "taskfailed" | "noavailableserver" | "modelerror")
+        {
+            ErrorKind::Provider
+        } else if has("internalservererror")
+            || has("serviceunavailable")
+            || has("servererror")
+            || has("badgateway")
+            || has("overloaded")
+        {
+            ErrorKind::Server
+        } else if lower.starts_with("invalid")
+            || lower.starts_with("missing")
+            || lower.starts_with("unsupported")
+            || lower.starts_with("unknown")
+            || has("validation")
+            || lower.starts_with("malformed")
+        {
+            ErrorKind::Validation
+        } else {
+            ErrorKind::Unknown
+        }
+    }
+
+    /// True when sending the same task again can succeed.
+    pub fn is_retryable(self) -> bool {
+        matches!(self, ErrorKind::RateLimit | ErrorKind::Timeout | ErrorKind::Provider | ErrorKind::Server)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_classified() {
+        use ErrorKind::*;
+        for (code, kind) in [
+            ("invalidPositivePrompt", Validation),
+            ("missingPositivePrompt", Validation),
+            ("unsupportedDimensions", Validation),
+            ("unknownParameter", Validation),
+            ("invalidApiKey", Auth),
+            ("missingApiKey", Auth),
+            ("unauthorized", Auth),
+            ("insufficientCredits", Quota),
+            ("contentPolicyViolation", Safety),
+            ("requestRateLimitExceeded", RateLimit),
+            ("inferenceTimeout", Timeout),
+            ("providerError", Provider),
+            ("inferenceError", Provider),
+            ("taskFailed", Provider),
+            ("noAvailableServer", Provider),
+            ("internalServerError", Server),
+            ("serviceUnavailable", Server),
+            ("taskNotFound", NotFound),
+            ("resultExpired", NotFound),
+            ("conflictTaskUUID", Conflict),
+            ("somethingNew", Unknown),
+        ] {
+            assert_eq!(ErrorKind::of_code(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn retryability() {
+        assert!(ErrorKind::RateLimit.is_retryable());
+        assert!(ErrorKind::Server.is_retryable());
+        assert!(ErrorKind::Provider.is_retryable());
+        assert!(ErrorKind::Timeout.is_retryable());
+        for k in [ErrorKind::Validation, ErrorKind::Auth, ErrorKind::Quota, ErrorKind::Safety, ErrorKind::NotFound] {
+            assert!(!k.is_retryable(), "{k:?}");
+        }
+    }
+
+    #[test]
+    fn every_error_variant_parses() {
+        let e: ApiError = serde_json::from_str(
+            r#"{"code":"invalidDimensions","message":"bad","parameter":["width","height"],"allowedValues":{"0":"1024x1024"},"min":1,"type":"x"}"#,
+        )
+        .unwrap();
+        assert!(e.parameter.as_ref().unwrap().contains("height"));
+        assert_eq!(e.extra.get("min"), Some(&serde_json::json!(1)));
+        assert_eq!(e.kind(), ErrorKind::Validation);
+        let legacy: ApiError = serde_json::from_str(r#"{"errorId":19,"errorMessage":"Invalid api key"}"#).unwrap();
+        assert_eq!(legacy.kind(), ErrorKind::Auth);
+        assert_eq!(legacy.message, "Invalid api key");
+    }
+}
