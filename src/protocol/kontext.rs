@@ -524,10 +524,8 @@ impl KontextBuilder {
             prompt_upsampling: self.prompt_upsampling,
             safety_tolerance: self.safety_tolerance.map(|t| u8::try_from(t).unwrap_or(u8::MAX)),
         });
-        if let Some(t) = self.safety_tolerance {
-            if let Err(v) = rules::safety_tolerance(i128::from(t)) {
-                violations.push(v);
-            }
+        if let Some(Err(v)) = self.safety_tolerance.map(|t| rules::safety_tolerance(i128::from(t))) {
+            violations.push(v);
         }
         let dims_ok = |v: Option<i128>| v.map(|x| u32::try_from(x).unwrap_or(u32::MAX));
         let task = ImageInference {

@@ -66,10 +66,8 @@ impl ReferenceImage {
         if trimmed.is_empty() {
             return Err(Violation::new(parameter, REFERENCE_RULE, "an empty string"));
         }
-        if let Ok(uuid) = Uuid::parse_str(trimmed) {
-            if trimmed.len() == 36 {
-                return Ok(ReferenceImage::Uuid(uuid));
-            }
+        if let (Ok(uuid), 36) = (Uuid::parse_str(trimmed), trimmed.len()) {
+            return Ok(ReferenceImage::Uuid(uuid));
         }
         if let Some(rest) = trimmed.strip_prefix("data:") {
             let Some((meta, data)) = rest.split_once(',') else {
@@ -93,12 +91,13 @@ impl ReferenceImage {
                 _ => Err(Violation::new(parameter, "must be a valid absolute http(s) URL", value)),
             };
         }
-        if trimmed.len() >= 16 && is_base64_body(trimmed) {
-            if let Some(head) = base64_head(trimmed) {
-                if sniff_image_mime(&head).is_some() {
-                    return Ok(ReferenceImage::Base64(trimmed.to_string()));
-                }
-            }
+        let looks_like_image = || {
+            trimmed.len() >= 16
+                && is_base64_body(trimmed)
+                && base64_head(trimmed).is_some_and(|h| sniff_image_mime(&h).is_some())
+        };
+        if looks_like_image() {
+            return Ok(ReferenceImage::Base64(trimmed.to_string()));
         }
         Err(Violation::new(parameter, REFERENCE_RULE, value))
     }
