@@ -5,11 +5,18 @@
 //!
 //! Layers:
 //! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.
+//! - [`client`]: the connection engine — one multiplexed socket, the dispatcher,
+//!   keepalive and the self-healing supervisor.
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod protocol;
 
+pub use client::{
+    Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,
+    KontextStream, Metrics, PollPolicy, ReconnectPolicy, TaskStream,
+};
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
     ValidationError, Violation,

@@ -89,12 +89,35 @@ impl ResultItem {
     }
 
     /// The key that makes this item distinct among a task's results: `imageUUID`,
-    /// else `mediaUUID`, else none.
+    /// else another `…UUID` string field (`mediaUUID`, `videoUUID`, …), else none.
     pub fn result_key(&self) -> Option<&str> {
         if let Some(u) = &self.image_uuid {
             return Some(u.as_str());
         }
-        self.extra.iter().find(|(k, _)| k == "mediaUUID").map(|(_, v)| v.as_str().trim_matches('"'))
+        self.extra
+            .iter()
+            .filter(|(k, v)| k.ends_with("UUID") && v.starts_with('"') && !v.contains('\\'))
+            .map(|(_, v)| v.trim_matches('"'))
+            .next()
+    }
+
+    /// True when the item carries more than its task's identity and status: an
+    /// output, a seed, a cost or any other field.
+    pub fn has_payload(&self) -> bool {
+        self.output().is_some()
+            || self.image_uuid.is_some()
+            || self.seed.is_some()
+            || self.cost.is_some()
+            || self.nsfw_content.is_some()
+            || !self.extra.is_empty()
+    }
+
+    /// `key` (a string returned by [`ResultItem::result_key`]) as a shared string.
+    pub fn share_key(&self, key: &str) -> SharedStr {
+        match &self.image_uuid {
+            Some(u) if u.as_str() == key => u.clone(),
+            _ => SharedStr::from(key),
+        }
     }
 
     /// An unmodelled field, parsed.

@@ -24,6 +24,13 @@ impl SharedStr {
         Some(SharedStr(bytes))
     }
 
+    /// Wraps bytes whose UTF-8 validity a trusted source has already checked
+    /// (tungstenite's `Utf8Bytes`), without checking again.
+    pub(crate) fn from_utf8_trusted(bytes: Bytes) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        SharedStr(bytes)
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks or guarantees UTF-8, and slices are

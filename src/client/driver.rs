@@ -1,0 +1,290 @@
+//! One live connection: a reader task that decodes and dispatches every frame,
+//! and a writer (on the supervisor's task) that drains the outbound queues, sends
+//! keepalive pings and judges the socket dead when nothing comes back.
+
+use super::connection::{Ws, describe};
+use super::metrics::Counters;
+use super::shared::Shared;
+use crate::protocol::{ApiError, SharedStr, decode_frame};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use uuid::Uuid;
+
+/// Why a connection ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// The server closed the connection (close frame or end of stream).
+    Closed(String),
+    /// A read or write failed.
+    Failed(String),
+    /// No reply to a keepalive ping in time.
+    Dead(Duration),
+    /// The server revoked the authentication.
+    Auth(ApiError),
+    /// The client is shutting down; a close frame was sent.
+    Shutdown,
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Closed(why) => write!(f, "closed by server{why}"),
+            Ended::Failed(e) => write!(f, "{e}"),
+            Ended::Dead(after) => write!(f, "no reply to keepalive ping within {after:?}"),
+            Ended::Auth(e) => write!(f, "authentication revoked: {e}"),
+            Ended::Shutdown => f.write_str("client shut down"),
+        }
+    }
+}
+
+/// The queues the writer drains; they outlive connections.
+pub(crate) struct Queues {
+    pub(crate) tasks: mpsc::Receiver<Uuid>,
+    pub(crate) polls: mpsc::Receiver<Uuid>,
+}
+
+/// Runs a connection until it ends. The reader is drained (given a moment to
+/// read what the socket still holds) before this returns.
+pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: bool, queues: &mut Queues) -> Ended {
+    let (sink, stream) = ws.split();
+    let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
+    let mut writer = Writer { shared, sink, generation, resumed, buf: Vec::new() };
+    let ended = writer.run(queues, &mut reader).await;
+    if !reader.is_finished() {
+        // Let the reader take what is already in the socket, then stop it.
+        if tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_err() {
+            reader.abort();
+        }
+    }
+    ended
+}
+
+async fn read_loop(shared: Arc<Shared>, mut stream: SplitStream<Ws>) -> Ended {
+    while let Some(msg) = stream.next().await {
+        shared.touch_inbound();
+        match msg {
+            Ok(Message::Text(t)) => {
+                Counters::add(&shared.counters.frames_in, 1);
+                let text = SharedStr::from(t);
+                tracing::trace!(bytes = text.len(), "frame in");
+                match decode_frame(&text) {
+                    Ok(frame) => {
+                        if let Some(err) = shared.dispatch(frame) {
+                            return Ended::Auth(err);
+                        }
+                    }
+                    Err(e) => {
+                        Counters::add(&shared.counters.malformed, 1);
+                        tracing::warn!(error = %e, "undecodable frame from server");
+                    }
+                }
+            }
+            Ok(Message::Binary(b)) => {
+                Counters::add(&shared.counters.malformed, 1);
+                tracing::warn!(bytes = b.len(), "unexpected binary frame from server");
+            }
+            Ok(Message::Close(c)) => {
+                return Ended::Closed(c.map(|c| format!(": {} {}", c.code, c.reason)).unwrap_or_default());
+            }
+            Ok(_) => {}
+            Err(e) => return Ended::Failed(describe(&e)),
+        }
+    }
+    Ended::Closed(String::new())
+}
+
+struct Writer<'a> {
+    shared: &'a Arc<Shared>,
+    sink: SplitSink<Ws, Message>,
+    generation: u64,
+    resumed: bool,
+    buf: Vec<SharedStr>,
+}
+
+/// Largest frame built by batching several tasks (a single task may be larger).
+const BATCH_BYTES: usize = 1 << 20;
+
+impl Writer<'_> {
+    async fn run(&mut self, queues: &mut Queues, reader: &mut tokio::task::JoinHandle<Ended>) -> Ended {
+        if let Err(e) = self.resend_pending().await {
+            return e;
+        }
+        let ka = self.shared.config.keepalive.clone();
+        let tick = (ka.idle.min(ka.timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let mut ticker = tokio::time::interval(tick);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping_sent: Option<Instant> = None;
+        let mut last_ping = Instant::now();
+        loop {
+            if self.shared.is_shutdown() {
+                let close = CloseFrame { code: CloseCode::Normal, reason: "client closing".into() };
+                let _ = self.sink.send(Message::Close(Some(close))).await;
+                return Ended::Shutdown;
+            }
+            let shutdown = self.shared.shutdown_notify.notified();
+            tokio::select! {
+                biased;
+                r = &mut *reader => {
+                    return r.unwrap_or_else(|e| Ended::Failed(format!("reader stopped: {e}")));
+                }
+                _ = shutdown => {}
+                Some(uuid) = queues.polls.recv() => {
+                    let mut uuids = vec![uuid];
+                    while uuids.len() < 256 {
+                        match queues.polls.try_recv() {
+                            Ok(u) => uuids.push(u),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.send_polls(&uuids).await {
+                        return e;
+                    }
+                }
+                Some(uuid) = queues.tasks.recv() => {
+                    self.take(uuid);
+                    while self.buf.len() < 4096 {
+                        match queues.tasks.try_recv() {
+                            Ok(u) => self.take(u),
+                            Err(_) => break,
+                        }
+                    }
+                    if let Err(e) = self.flush_tasks().await {
+                        return e;
+                    }
+                }
+                _ = ticker.tick() => {
+                    let now = Instant::now();
+                    let last_in = self.shared.epoch + Duration::from_millis(self.shared.last_inbound_ms.load(Ordering::Relaxed));
+                    if let Some(sent) = ping_sent {
+                        if last_in >= sent {
+                            ping_sent = None;
+                        } else if now.duration_since(sent) >= ka.timeout {
+                            return Ended::Dead(ka.timeout);
+                        }
+                    }
+                    if ping_sent.is_none() && now.duration_since(last_in.max(last_ping)) >= ka.idle {
+                        if let Err(e) = self.send_text(r#"[{"taskType":"ping","ping":true}]"#.to_string()).await {
+                            return e;
+                        }
+                        Counters::add(&self.shared.counters.pings, 1);
+                        ping_sent = Some(now);
+                        last_ping = now;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks `uuid` sent on this connection and buffers its frame, unless it was
+    /// cancelled or already sent here.
+    fn take(&mut self, uuid: Uuid) {
+        let Some(mut task) = self.shared.pending.get_mut(&uuid) else { return };
+        if task.sent_gen == self.generation {
+            return;
+        }
+        task.sent_gen = self.generation;
+        if let Some(f) = &task.frame {
+            self.buf.push(f.clone());
+        }
+    }
+
+    /// Resends every pending task not yet sent on this connection, oldest first,
+    /// under its own taskUUID; tasks with no frame (recovery only) are polled.
+    async fn resend_pending(&mut self) -> Result<(), Ended> {
+        let resumed = self.resumed;
+        let mut todo: Vec<(u64, Uuid)> = Vec::new();
+        let mut poll_now: Vec<Uuid> = Vec::new();
+        for mut task in self.shared.pending.iter_mut() {
+            if task.sent_gen == self.generation {
+                continue;
+            }
+            if task.frame.is_none() {
+                poll_now.push(*task.key());
+                continue;
+            }
+            if task.sent_gen != 0 {
+                task.resent_on_resumed = resumed;
+            }
+            todo.push((task.seq, *task.key()));
+        }
+        for uuid in poll_now {
+            self.shared.schedule_poll(uuid, Duration::ZERO);
+        }
+        todo.sort_unstable();
+        let mut resent = 0u64;
+        for (_, uuid) in todo {
+            let was_sent = self.shared.pending.get(&uuid).is_some_and(|t| t.sent_gen != 0);
+            let before = self.buf.len();
+            self.take(uuid);
+            if was_sent && self.buf.len() > before {
+                resent += 1;
+            }
+        }
+        Counters::add(&self.shared.counters.resends, resent);
+        if resent > 0 {
+            tracing::info!(tasks = resent, resumed, "resending pending tasks under their own taskUUIDs");
+        }
+        self.flush_tasks().await
+    }
+
+    async fn flush_tasks(&mut self) -> Result<(), Ended> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let per_frame = self.shared.config.max_tasks_per_frame.max(1);
+        let tasks = std::mem::take(&mut self.buf);
+        let mut i = 0;
+        while i < tasks.len() {
+            let mut frame = String::with_capacity(tasks[i].len() + 2);
+            frame.push('[');
+            let mut n = 0;
+            while i < tasks.len() && n < per_frame && (n == 0 || frame.len() + tasks[i].len() < BATCH_BYTES) {
+                if n > 0 {
+                    frame.push(',');
+                }
+                frame.push_str(&tasks[i]);
+                n += 1;
+                i += 1;
+            }
+            frame.push(']');
+            self.feed(frame).await?;
+        }
+        self.sink.flush().await.map_err(|e| Ended::Failed(describe(&e)))
+    }
+
+    async fn send_polls(&mut self, uuids: &[Uuid]) -> Result<(), Ended> {
+        let mut frame = String::with_capacity(uuids.len() * 64 + 2);
+        frame.push('[');
+        for (i, u) in uuids.iter().enumerate() {
+            if i > 0 {
+                frame.push(',');
+            }
+            frame.push_str(r#"{"taskType":"getResponse","taskUUID":""#);
+            frame.push_str(&u.hyphenated().to_string());
+            frame.push_str(r#""}"#);
+        }
+        frame.push(']');
+        Counters::add(&self.shared.counters.polls, uuids.len() as u64);
+        self.send_text(frame).await
+    }
+
+    async fn feed(&mut self, frame: String) -> Result<(), Ended> {
+        Counters::add(&self.shared.counters.frames_out, 1);
+        tracing::trace!(bytes = frame.len(), "frame out");
+        self.sink.feed(Message::Text(frame.into())).await.map_err(|e| Ended::Failed(describe(&e)))
+    }
+
+    async fn send_text(&mut self, frame: String) -> Result<(), Ended> {
+        self.feed(frame).await?;
+        self.sink.flush().await.map_err(|e| Ended::Failed(describe(&e)))
+    }
+}

@@ -1,0 +1,513 @@
+//! The connection engine: one multiplexed WebSocket shared by every task.
+//!
+//! ```text
+//!  callers ──submit──► pending table (DashMap<taskUUID, task>) ──► outbound queue ─► writer ─┐
+//!     ▲                     ▲            ▲                                                  │ socket
+//!     │ TaskStream           │ dispatch   │ getResponse polls ◄── poller                     ▼
+//!     └──── mailbox ◄────────┴──── reader (decode_frame) ◄──────────────────────────────── server
+//!                      supervisor: connect · authenticate · keepalive · reconnect · resend
+//! ```
+//!
+//! - **Submit** validates, serializes once, takes an in-flight slot, registers the
+//!   task in the pending table *before* its frame is queued.
+//! - The **writer** drains the queue, batching tasks into array frames (feed many,
+//!   flush once); it also sends keepalive pings and `getResponse` polls.
+//! - The **reader** decodes each frame and routes every item by `taskUUID` into the
+//!   task's mailbox; it never waits on a caller.
+//! - The **supervisor** reconnects after any drop, resumes the session, and resends
+//!   every pending task under its own `taskUUID`; a `conflictTaskUUID` answer is
+//!   followed by session delivery or `getResponse` polling (see protocol.md §7).
+
+mod config;
+mod connection;
+mod dispatch;
+mod driver;
+mod error;
+mod mailbox;
+mod metrics;
+mod pending;
+mod poller;
+mod shared;
+mod state;
+mod supervisor;
+mod task;
+
+pub use config::{ClientConfig, DEFAULT_URL, Keepalive, PollPolicy, ReconnectPolicy};
+pub use error::ClientError;
+pub use metrics::Metrics;
+pub use state::ConnectionState;
+pub use task::{ImageOutput, ImageResult, KontextStream, TaskStream};
+
+use crate::protocol::{
+    ApiKey, ClientTask, DeliveryMethod, ImageInference, ImageUpload, MediaStorage, RawTask, SharedStr, kontext,
+};
+use mailbox::Mailbox;
+use metrics::Counters;
+use pending::PendingTask;
+use serde_json::Value;
+use shared::Shared;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// A cheap-to-clone handle to one multiplexed Runware connection.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), runware_ws::ClientError> {
+/// use runware_ws::{Client, Kontext, KontextSize};
+///
+/// let client = Client::builder().api_key("my-key").connect().await?;
+/// let task = Kontext::builder()
+///     .prompt("Make it a rainy night in the same city")
+///     .size(KontextSize::R16x9)
+///     .reference_image("https://example.com/street.jpg")
+///     .build()?;
+/// for image in client.kontext(task).await? {
+///     println!("{} {:?}", image.image_uuid, image.output);
+/// }
+/// client.close(std::time::Duration::from_secs(5)).await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.shared.request_shutdown();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.inner.shared.config.url)
+            .field("state", &*self.inner.shared.state.borrow())
+            .field("pending", &self.inner.shared.pending.len())
+            .finish()
+    }
+}
+
+/// Builds a [`Client`]. Defaults are those of [`ClientConfig::new`].
+#[derive(Clone, Debug)]
+pub struct ClientBuilder {
+    config: ClientConfig,
+}
+
+impl ClientBuilder {
+    /// The WebSocket URL (`ws://` or `wss://`). Default [`DEFAULT_URL`].
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.config.url = url.into();
+        self
+    }
+    /// The API key. Required.
+    pub fn api_key(mut self, key: impl Into<ApiKey>) -> Self {
+        self.config.api_key = key.into();
+        self
+    }
+    /// Most tasks outstanding at once. Default 1024.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.config.max_in_flight = n.max(1);
+        self
+    }
+    /// Default per-task deadline. Default 5 min.
+    pub fn task_timeout(mut self, d: Duration) -> Self {
+        self.config.task_timeout = d;
+        self
+    }
+    /// Connect (TCP + TLS + WebSocket) timeout. Default 10 s.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.config.connect_timeout = d;
+        self
+    }
+    /// Authentication reply timeout. Default 10 s.
+    pub fn auth_timeout(mut self, d: Duration) -> Self {
+        self.config.auth_timeout = d;
+        self
+    }
+    /// Reconnect policy.
+    pub fn reconnect(mut self, p: ReconnectPolicy) -> Self {
+        self.config.reconnect = p;
+        self
+    }
+    /// Keepalive policy.
+    pub fn keepalive(mut self, k: Keepalive) -> Self {
+        self.config.keepalive = k;
+        self
+    }
+    /// getResponse polling policy.
+    pub fn poll(mut self, p: PollPolicy) -> Self {
+        self.config.poll = p;
+        self
+    }
+    /// Largest inbound message in bytes. Default 64 MiB.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.max_message_size = bytes;
+        self
+    }
+    /// Most tasks batched into one frame. Default 32.
+    pub fn max_tasks_per_frame(mut self, n: usize) -> Self {
+        self.config.max_tasks_per_frame = n.max(1);
+        self
+    }
+    /// Trusts an extra CA certificate (DER), on top of the webpki roots.
+    pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
+        self.config.extra_roots.push(der.into());
+        self
+    }
+    /// Trusts only the certificates added with `add_root_certificate`.
+    pub fn only_custom_roots(mut self, yes: bool) -> Self {
+        self.config.only_extra_roots = yes;
+        self
+    }
+    /// The configuration as it stands.
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// Starts the client; it connects in the background. Must be called within a
+    /// Tokio runtime.
+    pub fn build(self) -> Result<Client, ClientError> {
+        if self.config.api_key.is_blank() {
+            return Err(ClientError::Config("an API key is required".into()));
+        }
+        let scheme_ok = self.config.url.starts_with("ws://") || self.config.url.starts_with("wss://");
+        if !scheme_ok || url::Url::parse(&self.config.url).is_err() {
+            return Err(ClientError::Config(format!("the URL must be ws:// or wss://, got {:?}", self.config.url)));
+        }
+        let cap = self.config.max_in_flight.max(1);
+        let (task_tx, task_rx) = mpsc::channel(cap);
+        let (poll_tx, poll_rx) = mpsc::channel(cap);
+        let shared = Arc::new(Shared::new(self.config, task_tx, poll_tx));
+        tokio::spawn(supervisor::run(shared.clone(), driver::Queues { tasks: task_rx, polls: poll_rx }));
+        tokio::spawn(poller::run(shared.clone()));
+        Ok(Client { inner: Arc::new(Inner { shared }) })
+    }
+
+    /// Starts the client and waits for the first connection to authenticate.
+    /// Fails with [`ClientError::Auth`] on a refused key and
+    /// [`ClientError::Unreachable`] when the reconnect budget runs out.
+    pub async fn connect(self) -> Result<Client, ClientError> {
+        let client = self.build()?;
+        client.wait_connected().await?;
+        Ok(client)
+    }
+}
+
+/// What to submit, serialized once.
+struct Prepared {
+    uuid: Uuid,
+    frame: SharedStr,
+    expected: u32,
+    is_async: bool,
+    task_type: String,
+}
+
+impl Prepared {
+    fn new(
+        task: &impl serde::Serialize,
+        uuid: Uuid,
+        expected: u32,
+        is_async: bool,
+        task_type: &str,
+    ) -> Result<Self, ClientError> {
+        let frame =
+            serde_json::to_string(task).map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
+        Ok(Prepared {
+            uuid,
+            frame: SharedStr::from(frame),
+            expected: expected.max(1),
+            is_async,
+            task_type: task_type.to_string(),
+        })
+    }
+}
+
+impl Client {
+    /// A builder with the documented defaults.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder { config: ClientConfig::new(ApiKey::new("")) }
+    }
+
+    /// Runs a Kontext [pro] task and waits for all its images.
+    pub async fn kontext(&self, task: ImageInference) -> Result<Vec<ImageResult>, ClientError> {
+        self.kontext_stream(task).await?.collect_all().await
+    }
+
+    /// Submits a Kontext [pro] task (waiting for an in-flight slot) and streams its images.
+    pub async fn kontext_stream(&self, task: ImageInference) -> Result<KontextStream, ClientError> {
+        let prepared = prepare_kontext(&task)?;
+        Ok(KontextStream { inner: self.submit_prepared(prepared, None, true).await? })
+    }
+
+    /// Like [`Client::kontext_stream`], but fails with [`ClientError::Busy`] instead of waiting for a slot.
+    pub fn try_kontext_stream(&self, task: ImageInference) -> Result<KontextStream, ClientError> {
+        let prepared = prepare_kontext(&task)?;
+        let permit = self
+            .inner
+            .shared
+            .permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| ClientError::Busy { limit: self.inner.shared.config.max_in_flight })?;
+        Ok(KontextStream { inner: self.register(prepared, Some(permit), None)? })
+    }
+
+    /// Submits any task as raw JSON (it needs `taskType`; a `taskUUID` is added when
+    /// missing) and streams its result items. It completes after `numberResults`
+    /// distinct results (default 1).
+    pub async fn raw_stream(&self, task: Value) -> Result<TaskStream, ClientError> {
+        let raw = RawTask::with_generated_uuid(task)?;
+        let is_async = raw.as_object().get("deliveryMethod").and_then(Value::as_str) == Some("async");
+        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, raw.task_type())?;
+        self.submit_prepared(prepared, None, true).await
+    }
+
+    /// Runs a raw task and waits for all its result items.
+    pub async fn raw(&self, task: Value) -> Result<Vec<crate::protocol::ResultItem>, ClientError> {
+        self.raw_stream(task).await?.collect_all().await
+    }
+
+    /// Submits a typed task of any kind (an `imageInference` is sent as is, without
+    /// the Kontext rules; use [`Client::kontext_stream`] for those).
+    pub async fn submit(&self, task: ClientTask, timeout: Option<Duration>) -> Result<TaskStream, ClientError> {
+        let prepared = match &task {
+            ClientTask::ImageInference(t) => Prepared::new(
+                t.as_ref(),
+                t.task_uuid,
+                t.expected_results(),
+                t.delivery_method() == DeliveryMethod::Async,
+                "imageInference",
+            )?,
+            ClientTask::Raw(r) => Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type())?,
+            other => {
+                let uuid = other.task_uuid().ok_or_else(|| {
+                    ClientError::Protocol(format!("{} is not a task with results", other.task_type()))
+                })?;
+                Prepared::new(other, uuid, 1, false, other.task_type())?
+            }
+        };
+        self.submit_prepared(prepared, timeout, true).await
+    }
+
+    /// Uploads an image (data URI, base64 or URL) with `imageUpload`; the result
+    /// carries `imageUUID` and `imageURL`.
+    pub async fn upload_image(&self, image: impl Into<String>) -> Result<crate::protocol::ResultItem, ClientError> {
+        let task = ClientTask::ImageUpload(ImageUpload::new(image));
+        first(self.submit(task, None).await?.collect_all().await?)
+    }
+
+    /// Stores media with `mediaStorage`; the result carries `mediaUUID` and `mediaURL`.
+    pub async fn store_media(&self, media: impl Into<String>) -> Result<crate::protocol::ResultItem, ClientError> {
+        let task = ClientTask::MediaStorage(MediaStorage::upload(media));
+        first(self.submit(task, None).await?.collect_all().await?)
+    }
+
+    /// Re-attaches to a task this client did not submit (or submitted in an earlier
+    /// run) and collects `expected` distinct results with `getResponse`.
+    pub async fn attach(
+        &self,
+        task_uuid: Uuid,
+        expected: u32,
+        timeout: Option<Duration>,
+    ) -> Result<TaskStream, ClientError> {
+        let permit = self.acquire(timeout.unwrap_or(self.inner.shared.config.task_timeout)).await?;
+        let prepared = Prepared {
+            uuid: task_uuid,
+            frame: SharedStr::default(),
+            expected: expected.max(1),
+            is_async: true,
+            task_type: "getResponse".into(),
+        };
+        let stream = self.register_with(prepared, Some(permit), timeout, false)?;
+        self.inner.shared.schedule_poll(task_uuid, Duration::ZERO);
+        Ok(stream)
+    }
+
+    /// Fetches every result of `task_uuid` that the server has so far.
+    pub async fn get_response(
+        &self,
+        task_uuid: Uuid,
+        expected: u32,
+    ) -> Result<Vec<crate::protocol::ResultItem>, ClientError> {
+        self.attach(task_uuid, expected, None).await?.collect_all().await
+    }
+
+    /// Watches the connection state.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.inner.shared.state.subscribe()
+    }
+
+    /// A snapshot of the counters.
+    pub fn metrics(&self) -> Metrics {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// Tasks in the pending table now.
+    pub fn pending(&self) -> usize {
+        self.inner.shared.pending.len()
+    }
+
+    /// Waits until the client is connected (or fails for good).
+    pub async fn wait_connected(&self) -> Result<(), ClientError> {
+        let mut rx = self.state();
+        loop {
+            {
+                let state = rx.borrow_and_update();
+                match &*state {
+                    ConnectionState::Connected { .. } => return Ok(()),
+                    ConnectionState::Closed => {
+                        return Err(self.inner.shared.terminal_error().unwrap_or(ClientError::Closed));
+                    }
+                    ConnectionState::Disconnected { last_error } => {
+                        let attempts = self.inner.shared.config.reconnect.max_attempts.unwrap_or(0);
+                        return Err(ClientError::Unreachable { attempts, last_error: last_error.clone() });
+                    }
+                    _ => {}
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(ClientError::Closed);
+            }
+        }
+    }
+
+    /// Stops accepting tasks, lets pending tasks finish for up to `grace`, then
+    /// closes the socket with a close frame. Tasks still pending get [`ClientError::Closed`].
+    pub async fn close(&self, grace: Duration) {
+        let shared = &self.inner.shared;
+        shared.closing.store(true, Ordering::Release);
+        let deadline = Instant::now() + grace;
+        while !shared.pending.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10).min(grace)).await;
+        }
+        shared.set_terminal(ClientError::Closed);
+        shared.request_shutdown();
+        let mut rx = self.state();
+        let _ = tokio::time::timeout(Duration::from_secs(2), rx.wait_for(|s| *s == ConnectionState::Closed)).await;
+        shared.fail_all(&ClientError::Closed);
+    }
+
+    async fn acquire(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
+        let shared = &self.inner.shared;
+        if let Some(e) = shared.terminal_error() {
+            return Err(e);
+        }
+        if shared.closing.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        match tokio::time::timeout(timeout, shared.permits.clone().acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(ClientError::Closed),
+            Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.state.borrow().to_string() }),
+        }
+    }
+
+    async fn submit_prepared(
+        &self,
+        prepared: Prepared,
+        timeout: Option<Duration>,
+        send: bool,
+    ) -> Result<TaskStream, ClientError> {
+        let timeout = timeout.unwrap_or(self.inner.shared.config.task_timeout);
+        let started = Instant::now();
+        let permit = self.acquire(timeout).await?;
+        let remaining = timeout.saturating_sub(started.elapsed());
+        let stream = self.register_with(prepared, Some(permit), Some(remaining), send)?;
+        Ok(stream)
+    }
+
+    fn register(
+        &self,
+        prepared: Prepared,
+        permit: Option<OwnedSemaphorePermit>,
+        timeout: Option<Duration>,
+    ) -> Result<TaskStream, ClientError> {
+        self.register_with(prepared, permit, timeout, true)
+    }
+
+    /// Puts the task in the pending table, then queues it for the writer.
+    fn register_with(
+        &self,
+        prepared: Prepared,
+        permit: Option<OwnedSemaphorePermit>,
+        timeout: Option<Duration>,
+        send: bool,
+    ) -> Result<TaskStream, ClientError> {
+        let shared = &self.inner.shared;
+        if let Some(e) = shared.terminal_error() {
+            return Err(e);
+        }
+        if shared.closing.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let timeout = timeout.unwrap_or(shared.config.task_timeout);
+        let uuid = prepared.uuid;
+        let mailbox = Arc::new(Mailbox::default());
+        let span = tracing::debug_span!("task", task_uuid = %uuid, task_type = %prepared.task_type);
+        let entry = PendingTask {
+            seq: shared.next_seq(),
+            frame: send.then_some(prepared.frame),
+            expected: prepared.expected,
+            seen: Vec::new(),
+            mailbox: mailbox.clone(),
+            sent_gen: 0,
+            resent_on_resumed: false,
+            is_async: prepared.is_async,
+            polling: false,
+            polls: 0,
+            next_poll: Instant::now(),
+            _permit: permit,
+            span,
+        };
+        match shared.pending.entry(uuid) {
+            dashmap::Entry::Occupied(_) => return Err(ClientError::DuplicateTask(uuid)),
+            dashmap::Entry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
+        Counters::add(&shared.counters.tasks_submitted, 1);
+        let stream = TaskStream {
+            client: self.clone(),
+            uuid,
+            expected: prepared.expected,
+            mailbox,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            done: false,
+        };
+        if send {
+            // The queue holds at most one entry per in-flight slot, so this never
+            // waits; if the writer is gone the supervisor will resend from the table.
+            let _ = shared.outbound.try_send(uuid);
+        }
+        shared.supervisor_wake.notify_one();
+        Ok(stream)
+    }
+}
+
+fn prepare_kontext(task: &ImageInference) -> Result<Prepared, ClientError> {
+    kontext::validate(task)?;
+    Prepared::new(
+        task,
+        task.task_uuid,
+        task.expected_results(),
+        task.delivery_method() == DeliveryMethod::Async,
+        "imageInference",
+    )
+}
+
+fn first(mut items: Vec<crate::protocol::ResultItem>) -> Result<crate::protocol::ResultItem, ClientError> {
+    if items.is_empty() {
+        return Err(ClientError::Protocol("the task ended without a result".into()));
+    }
+    Ok(items.swap_remove(0))
+}

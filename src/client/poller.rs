@@ -1,0 +1,67 @@
+//! The poller: sends `getResponse` for tasks in the poll set (async delivery,
+//! and recovery after `conflictTaskUUID`) with a growing interval, while connected.
+
+use super::shared::Shared;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// Longest sleep between scans when nothing is due sooner.
+const IDLE_SCAN: Duration = Duration::from_millis(500);
+
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        if shared.is_shutdown() {
+            return;
+        }
+        // While scanning, every new poll wakes the next scan.
+        shared.poll_next_ms.store(u64::MAX, Ordering::Release);
+        let now = Instant::now();
+        let mut due: Vec<Uuid> = Vec::new();
+        let mut next = now + IDLE_SCAN;
+        let members: Vec<Uuid> = match shared.poll_set.lock() {
+            Ok(set) => set.iter().copied().collect(),
+            Err(_) => return,
+        };
+        let connected = shared.connected.load(Ordering::Acquire);
+        let mut gone = Vec::new();
+        for uuid in members {
+            let Some(mut task) = shared.pending.get_mut(&uuid) else {
+                gone.push(uuid);
+                continue;
+            };
+            if task.next_poll <= now {
+                if connected {
+                    task.next_poll = now + shared.config.poll.interval(task.polls);
+                    task.polls += 1;
+                    due.push(uuid);
+                } else {
+                    // Not connected: poll as soon as a connection is back.
+                    task.next_poll = now + Duration::from_millis(50);
+                }
+            }
+            next = next.min(task.next_poll);
+        }
+        if let (false, Ok(mut set)) = (gone.is_empty(), shared.poll_set.lock()) {
+            for u in &gone {
+                set.remove(u);
+            }
+        }
+        for uuid in due {
+            if shared.control.send(uuid).await.is_err() {
+                return;
+            }
+        }
+        let next_ms = u64::try_from(next.duration_since(shared.epoch).as_millis()).unwrap_or(u64::MAX);
+        shared.poll_next_ms.store(next_ms, Ordering::Release);
+        let wake = shared.poll_wake.notified();
+        let stop = shared.shutdown_notify.notified();
+        tokio::select! {
+            _ = tokio::time::sleep_until(next) => {}
+            _ = wake => {}
+            _ = stop => {}
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! State shared by the caller side, the reader, the writer, the poller and the
+//! supervisor of one client.
+
+use super::config::ClientConfig;
+use super::error::ClientError;
+use super::mailbox::Event;
+use super::metrics::Counters;
+use super::pending::PendingTask;
+use super::state::ConnectionState;
+use dashmap::DashMap;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+pub(crate) struct Shared {
+    pub(crate) config: ClientConfig,
+    pub(crate) pending: DashMap<Uuid, PendingTask>,
+    pub(crate) permits: Arc<Semaphore>,
+    /// Tasks to write (bounded by the in-flight limit, so sending never waits long).
+    pub(crate) outbound: mpsc::Sender<Uuid>,
+    /// `getResponse` polls to write.
+    pub(crate) control: mpsc::Sender<Uuid>,
+    /// Tasks being recovered or fetched with `getResponse`.
+    pub(crate) poll_set: Mutex<HashSet<Uuid>>,
+    pub(crate) poll_wake: Notify,
+    /// When the poller next wakes on its own (ms since `epoch`).
+    pub(crate) poll_next_ms: AtomicU64,
+    pub(crate) counters: Counters,
+    pub(crate) state: watch::Sender<ConnectionState>,
+    /// Wakes an idle supervisor (new work while disconnected) and a closing one.
+    pub(crate) supervisor_wake: Notify,
+    pub(crate) shutdown: AtomicBool,
+    pub(crate) shutdown_notify: Notify,
+    /// Set on a final failure (auth refused, closed): new tasks fail at once with it.
+    pub(crate) terminal: Mutex<Option<ClientError>>,
+    pub(crate) closing: AtomicBool,
+    seq: AtomicU64,
+    /// Current connection generation (0 before the first connection).
+    pub(crate) generation: AtomicU64,
+    pub(crate) connected: AtomicBool,
+    pub(crate) session: Mutex<Option<String>>,
+    /// Milliseconds since `epoch` of the last inbound message.
+    pub(crate) last_inbound_ms: AtomicU64,
+    pub(crate) epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new(config: ClientConfig, outbound: mpsc::Sender<Uuid>, control: mpsc::Sender<Uuid>) -> Shared {
+        Shared {
+            permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
+            config,
+            pending: DashMap::new(),
+            outbound,
+            control,
+            poll_set: Mutex::new(HashSet::new()),
+            poll_wake: Notify::new(),
+            poll_next_ms: AtomicU64::new(0),
+            counters: Counters::default(),
+            state: watch::Sender::new(ConnectionState::Connecting),
+            supervisor_wake: Notify::new(),
+            shutdown: AtomicBool::new(false),
+            shutdown_notify: Notify::new(),
+            terminal: Mutex::new(None),
+            closing: AtomicBool::new(false),
+            seq: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            connected: AtomicBool::new(false),
+            session: Mutex::new(None),
+            last_inbound_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    pub(crate) fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    pub(crate) fn touch_inbound(&self) {
+        self.last_inbound_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn terminal_error(&self) -> Option<ClientError> {
+        self.terminal.lock().ok().and_then(|t| t.clone())
+    }
+
+    pub(crate) fn set_terminal(&self, err: ClientError) {
+        if let Ok(mut t) = self.terminal.lock() {
+            t.get_or_insert(err);
+        }
+    }
+
+    pub(crate) fn set_state(&self, state: ConnectionState) {
+        self.state.send_replace(state);
+    }
+
+    pub(crate) fn is_shutdown(&self) -> bool {
+        self.shutdown.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_shutdown(&self) {
+        self.shutdown.store(true, Ordering::Release);
+        self.shutdown_notify.notify_waiters();
+        self.supervisor_wake.notify_one();
+    }
+
+    /// Removes a task and tells its caller it is complete.
+    pub(crate) fn complete(&self, uuid: &Uuid) {
+        if let Some((_, task)) = self.pending.remove(uuid) {
+            Counters::add(&self.counters.tasks_completed, 1);
+            task.span.in_scope(|| tracing::debug!("task complete"));
+            task.mailbox.push(Event::Done);
+        }
+    }
+
+    /// Removes a task and hands its caller the error.
+    pub(crate) fn fail(&self, uuid: &Uuid, err: ClientError) -> bool {
+        match self.pending.remove(uuid) {
+            Some((_, task)) => {
+                Counters::add(&self.counters.tasks_failed, 1);
+                task.span.in_scope(|| tracing::debug!(error = %err, "task failed"));
+                task.mailbox.push(Event::Failed(err));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Fails every pending task with `err`.
+    pub(crate) fn fail_all(&self, err: &ClientError) {
+        let uuids: Vec<Uuid> = self.pending.iter().map(|e| *e.key()).collect();
+        for uuid in uuids {
+            self.fail(&uuid, err.clone());
+        }
+    }
+
+    /// Removes a task whose caller went away.
+    pub(crate) fn cancel(&self, uuid: &Uuid) {
+        if self.pending.remove(uuid).is_some() {
+            Counters::add(&self.counters.tasks_cancelled, 1);
+        }
+    }
+
+    /// Puts a task in the poll set; its first poll is due after `delay`.
+    pub(crate) fn schedule_poll(&self, uuid: Uuid, delay: std::time::Duration) {
+        let due = Instant::now() + delay;
+        let newly = match self.pending.get_mut(&uuid) {
+            Some(mut task) => {
+                if task.polling && task.next_poll <= due {
+                    false
+                } else {
+                    task.next_poll = due;
+                    let newly = !task.polling;
+                    task.polling = true;
+                    newly
+                }
+            }
+            None => return,
+        };
+        // The table guard is dropped before the poll-set lock is taken.
+        if let (true, Ok(mut set)) = (newly, self.poll_set.lock()) {
+            set.insert(uuid);
+        }
+        // Wake the poller only if this poll is due before its own next wake-up.
+        let due_ms = u64::try_from(due.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);
+        if due_ms < self.poll_next_ms.load(Ordering::Acquire) {
+            self.poll_wake.notify_one();
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! The supervisor: owns the connection's life. Connects and authenticates (with
+//! the last session), runs the connection, and on any drop reconnects with
+//! backoff and jitter, within a budget per outage. An authentication refusal is
+//! final: every waiting caller gets it at once, and nothing retries.
+
+use super::connection::{ConnectError, establish, tls_connector};
+use super::driver::{self, Ended, Queues};
+use super::error::ClientError;
+use super::metrics::Counters;
+use super::shared::Shared;
+use super::state::ConnectionState;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
+    let connector = match tls_connector(&shared) {
+        Ok(c) => c,
+        Err(e) => return finish(&shared, ClientError::Config(e.to_string())),
+    };
+    let mut attempt: u32 = 0;
+    let mut last_error = String::new();
+    let mut ever_connected = false;
+    loop {
+        if shared.is_shutdown() {
+            return finish(&shared, ClientError::Closed);
+        }
+        if attempt > 0 {
+            if !shared.config.reconnect.allows(attempt) {
+                tracing::warn!(attempts = attempt - 1, error = %last_error, "giving up on this outage");
+                shared.fail_all(&ClientError::Unreachable { attempts: attempt - 1, last_error: last_error.clone() });
+                shared.set_state(ConnectionState::Disconnected { last_error: last_error.clone() });
+                // Idle until there is work again (or shutdown).
+                while shared.pending.is_empty() && !shared.is_shutdown() {
+                    shared.supervisor_wake.notified().await;
+                }
+                attempt = 1;
+                continue;
+            }
+            shared.set_state(if ever_connected {
+                ConnectionState::Reconnecting { attempt, last_error: last_error.clone() }
+            } else {
+                ConnectionState::Connecting
+            });
+            {
+                let delay = shared.config.reconnect.delay(attempt, fastrand::f64());
+                tracing::debug!(attempt, ?delay, "reconnect backoff");
+                let stop = shared.shutdown_notify.notified();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop => {}
+                }
+                if shared.is_shutdown() {
+                    return finish(&shared, ClientError::Closed);
+                }
+            }
+        }
+        match establish(&shared, connector.clone()).await {
+            Ok(est) => {
+                let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                Counters::add(&shared.counters.connections, 1);
+                if ever_connected {
+                    Counters::add(&shared.counters.reconnects, 1);
+                }
+                if est.resumed {
+                    Counters::add(&shared.counters.sessions_resumed, 1);
+                }
+                ever_connected = true;
+                tracing::info!(generation, resumed = est.resumed, "connected");
+                shared.connected.store(true, Ordering::Release);
+                shared.set_state(ConnectionState::Connected { session: est.session.clone() });
+                shared.poll_wake.notify_one();
+                let ended = driver::run(&shared, est.ws, generation, est.resumed, &mut queues).await;
+                shared.connected.store(false, Ordering::Release);
+                match ended {
+                    Ended::Shutdown => return finish(&shared, ClientError::Closed),
+                    Ended::Auth(e) => return finish(&shared, ClientError::Auth(Box::new(e))),
+                    other => {
+                        tracing::info!(reason = %other, "connection lost");
+                        last_error = other.to_string();
+                        attempt = 1;
+                    }
+                }
+            }
+            Err(ConnectError::Auth(e)) => {
+                tracing::warn!(error = %e, "authentication refused; not retrying");
+                return finish(&shared, ClientError::Auth(e));
+            }
+            Err(ConnectError::Config(e)) => return finish(&shared, ClientError::Config(e)),
+            Err(ConnectError::Transport(e)) => {
+                tracing::debug!(attempt, error = %e, "connection attempt failed");
+                last_error = e;
+                attempt += 1;
+            }
+        }
+    }
+}
+
+/// Ends the client for good: records the terminal error, fails every waiting task.
+fn finish(shared: &Shared, err: ClientError) {
+    shared.set_terminal(err.clone());
+    shared.fail_all(&err);
+    shared.request_shutdown();
+    shared.set_state(ConnectionState::Closed);
+}
