@@ -144,3 +144,156 @@ impl Shared {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::config::ClientConfig;
+    use super::super::mailbox::{Event, Mailbox};
+    use super::super::pending::PendingTask;
+    use super::*;
+    use crate::protocol::{ApiKey, decode_frame};
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    use std::task::{Context, Poll};
+    use tokio::sync::mpsc;
+    use tokio::time::Instant;
+
+    fn shared() -> Shared {
+        let (t, _) = mpsc::channel(8);
+        let (p, _) = mpsc::channel(8);
+        Shared::new(ClientConfig::new(ApiKey::new("k")), t, p)
+    }
+
+    fn add(s: &Shared, uuid: Uuid, expected: u32, is_async: bool) -> Arc<Mailbox> {
+        let mailbox = Arc::new(Mailbox::default());
+        s.pending.insert(
+            uuid,
+            PendingTask {
+                seq: s.next_seq(),
+                frame: Some(SharedStr::from("{}")),
+                expected,
+                seen: Vec::new(),
+                mailbox: mailbox.clone(),
+                sent_gen: 1,
+                resent_on_resumed: false,
+                is_async,
+                polling: false,
+                polls: 0,
+                next_poll: Instant::now(),
+                _permit: None,
+                span: tracing::Span::none(),
+            },
+        );
+        mailbox
+    }
+
+    fn drain(m: &Mailbox) -> Vec<Event> {
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        while let Poll::Ready(e) = m.poll_pop(&mut cx) {
+            out.push(e);
+        }
+        out
+    }
+
+    fn frame(json: serde_json::Value) -> Frame {
+        decode_frame(&SharedStr::from(json.to_string())).unwrap()
+    }
+
+    fn item(task: Uuid, image: &str) -> serde_json::Value {
+        serde_json::json!({"taskType":"imageInference","taskUUID":task.to_string(),"imageUUID":image,"imageURL":"http://x/y.jpg"})
+    }
+
+    #[test]
+    fn results_complete_after_distinct_images_and_duplicates_are_dropped() {
+        let s = shared();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let ma = add(&s, a, 2, false);
+        let mb = add(&s, b, 1, false);
+        s.dispatch(frame(serde_json::json!({"data":[item(a,"i1"), item(a,"i1"), item(b,"j1")]})));
+        assert_eq!(s.counters.duplicates_dropped.load(Ordering::Relaxed), 1);
+        assert!(s.pending.contains_key(&a), "a needs two distinct images");
+        assert!(!s.pending.contains_key(&b));
+        assert!(matches!(drain(&mb).as_slice(), [Event::Result(_), Event::Done]));
+        s.dispatch(frame(serde_json::json!({"data":[item(a,"i2"), item(a,"i2")]})));
+        assert!(!s.pending.contains_key(&a));
+        assert!(matches!(drain(&ma).as_slice(), [Event::Result(_), Event::Result(_), Event::Done]));
+        // Items for a finished task (the repeat of i2 above, and a late i3) are counted, not fatal.
+        s.dispatch(frame(serde_json::json!({"data":[item(a,"i3")]})));
+        assert_eq!(s.counters.unknown_items.load(Ordering::Relaxed), 2);
+        assert!(drain(&ma).is_empty());
+    }
+
+    #[test]
+    fn an_error_fails_exactly_its_own_task() {
+        let s = shared();
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
+        let ma = add(&s, a, 1, false);
+        let mb = add(&s, b, 1, false);
+        let auth = s.dispatch(frame(serde_json::json!({"errors":[
+            {"code":"invalidPositivePrompt","message":"bad","parameter":"positivePrompt","taskUUID":a.to_string()},
+            {"code":"internalServerError","message":"stray, no task"},
+            {"code":"providerError","taskUUID":Uuid::new_v4().to_string()}
+        ]})));
+        assert!(auth.is_none(), "stray errors are not connection errors");
+        match drain(&ma).as_slice() {
+            [Event::Failed(ClientError::Api(e))] => assert_eq!(e.code, "invalidPositivePrompt"),
+            other => panic!("{other:?}"),
+        }
+        assert!(drain(&mb).is_empty());
+        assert!(s.pending.contains_key(&b));
+        assert_eq!(s.counters.unknown_items.load(Ordering::Relaxed), 2);
+        // A status:error item inside data fails its task too.
+        s.dispatch(frame(serde_json::json!({"data":[{"taskUUID":b.to_string(),"status":"error","error":{"code":"taskFailed","message":"x"}}]})));
+        assert!(matches!(drain(&mb).as_slice(), [Event::Failed(ClientError::Api(_))]));
+    }
+
+    #[test]
+    fn an_auth_error_without_task_is_reported_to_the_connection() {
+        let s = shared();
+        let err = s.dispatch(frame(serde_json::json!({"errors":[{"code":"invalidApiKey","message":"no","taskType":"authentication"}]})));
+        assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Auth));
+    }
+
+    #[test]
+    fn conflict_keeps_the_task_and_polls_it() {
+        let s = shared();
+        let a = Uuid::new_v4();
+        let ma = add(&s, a, 1, false);
+        s.dispatch(frame(serde_json::json!({"errors":[{"code":"conflictTaskUUID","message":"exists","taskUUID":a.to_string()}]})));
+        assert!(drain(&ma).is_empty());
+        assert!(s.pending.get(&a).is_some_and(|t| t.polling));
+        assert!(s.poll_set.lock().unwrap().contains(&a));
+        assert_eq!(s.counters.conflicts.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn async_ack_schedules_polling_and_cumulative_replies_deliver_once() {
+        let s = shared();
+        let a = Uuid::new_v4();
+        let ma = add(&s, a, 2, true);
+        s.dispatch(frame(serde_json::json!({"data":[{"taskType":"imageInference","taskUUID":a.to_string()}]})));
+        assert!(s.pending.get(&a).is_some_and(|t| t.polling));
+        let processing = serde_json::json!({"taskType":"imageInference","taskUUID":a.to_string(),"status":"processing"});
+        let mut first = item(a, "i1");
+        first["status"] = "success".into();
+        let mut second = item(a, "i2");
+        second["status"] = "success".into();
+        s.dispatch(frame(serde_json::json!({"data":[first.clone(), processing]})));
+        s.dispatch(frame(serde_json::json!({"data":[first, second]})));
+        assert!(matches!(drain(&ma).as_slice(), [Event::Result(_), Event::Result(_), Event::Done]));
+        assert_eq!(s.counters.duplicates_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn raw_results_without_uuids_are_keyed_by_content() {
+        let s = shared();
+        let a = Uuid::new_v4();
+        let ma = add(&s, a, 1, false);
+        s.dispatch(frame(serde_json::json!({"data":[{"taskType":"promptEnhance","taskUUID":a.to_string(),"text":"better"}]})));
+        assert!(matches!(drain(&ma).as_slice(), [Event::Result(_), Event::Done]));
+    }
+}
