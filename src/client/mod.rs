@@ -18,6 +18,9 @@
 //!   every pending task under its own `taskUUID`; a `conflictTaskUUID` answer is
 //!   followed by session delivery or `getResponse` polling (see protocol.md §7).
 
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_support;
 mod config;
 mod connection;
 mod dispatch;

@@ -1,0 +1,258 @@
+//! Memory: bytes per pending task with 100,000 tasks in flight, and bytes
+//! allocated per 2 MiB base64 result between the socket and the caller.
+//!
+//! `cargo bench --bench memory`
+//!
+//! A counting global allocator counts the allocations of the main thread only,
+//! where a current-thread runtime runs the whole client (its reader, writer,
+//! poller and supervisor tasks); the server runs on its own thread, uncounted.
+//! Prints a report and writes `target/bench-memory.json`. No criterion harness.
+
+mod common;
+
+use common::{Reply, Server};
+use runware_ws::client::bench_support::{self, Router};
+use runware_ws::protocol::SharedStr;
+use runware_ws::{Client, ImageOutput};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+struct Counting;
+
+static ALLOCATED: AtomicU64 = AtomicU64::new(0);
+static FREED: AtomicU64 = AtomicU64::new(0);
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+/// Allocations (or reallocations) of at least 1 MiB.
+static BIG: AtomicU64 = AtomicU64::new(0);
+/// Bytes moved by reallocations (the old size, an upper bound on the copy).
+static REALLOC_MOVED: AtomicU64 = AtomicU64::new(0);
+
+thread_local! {
+    static COUNTED: Cell<bool> = const { Cell::new(false) };
+}
+
+fn counted() -> bool {
+    COUNTED.try_with(Cell::get).unwrap_or(false)
+}
+
+fn on_alloc(size: usize) {
+    ALLOCATED.fetch_add(size as u64, Ordering::Relaxed);
+    ALLOCS.fetch_add(1, Ordering::Relaxed);
+    if size >= 1 << 20 {
+        BIG.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+// SAFETY: every call is forwarded to the system allocator unchanged.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            on_alloc(layout.size());
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if counted() {
+            on_alloc(layout.size());
+        }
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if counted() {
+            FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if counted() {
+            on_alloc(new_size);
+            FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
+            REALLOC_MOVED.fetch_add(layout.size().min(new_size) as u64, Ordering::Relaxed);
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[derive(Clone, Copy, Debug)]
+struct Snap {
+    allocated: u64,
+    freed: u64,
+    allocs: u64,
+    big: u64,
+    realloc_moved: u64,
+}
+
+impl Snap {
+    fn now() -> Snap {
+        Snap {
+            allocated: ALLOCATED.load(Ordering::Relaxed),
+            freed: FREED.load(Ordering::Relaxed),
+            allocs: ALLOCS.load(Ordering::Relaxed),
+            big: BIG.load(Ordering::Relaxed),
+            realloc_moved: REALLOC_MOVED.load(Ordering::Relaxed),
+        }
+    }
+    fn live(&self) -> i64 {
+        self.allocated as i64 - self.freed as i64
+    }
+}
+
+const PENDING: usize = 100_000;
+const MIB2: usize = 2 << 20;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list`: nothing to list.
+    }
+    COUNTED.with(|c| c.set(true));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    println!("== memory ({})", common::machine());
+    for (name, size) in bench_support::sizes() {
+        println!("   size_of {name:<20} {size:>5} B");
+    }
+    let pending = rt.block_on(pending_tasks());
+    let base64 = rt.block_on(base64_results());
+    let routed = base64_routed();
+    let doc = serde_json::json!({
+        "machine": common::machine(),
+        "pending": pending,
+        "base64_end_to_end": base64,
+        "base64_decode_and_route": routed,
+    });
+    let path = common::report_path("bench-memory.json");
+    if std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()).is_ok() {
+        println!("report written to {}", path.display());
+    }
+}
+
+/// 100,000 tasks submitted to a server that never answers.
+async fn pending_tasks() -> serde_json::Value {
+    let server = Server::start(Reply::Silent);
+    let client = Client::builder()
+        .url(server.url())
+        .api_key("k")
+        .max_in_flight(PENDING)
+        .task_timeout(Duration::from_secs(3600))
+        .connect()
+        .await
+        .expect("connect");
+    let frame_bytes = serde_json::to_string(&common::kontext_task()).expect("serializable").len();
+    // The caller's own storage for its handles is not the client's memory.
+    let mut streams = Vec::with_capacity(PENDING);
+    let handle_inline = std::mem::size_of_val(&streams.first());
+    tokio::task::yield_now().await;
+    let before = Snap::now();
+    let t0 = Instant::now();
+    for i in 0..PENDING {
+        streams.push(client.kontext_stream(common::kontext_task()).await.expect("submit"));
+        if i % 1024 == 0 {
+            tokio::task::yield_now().await; // let the writer drain the queue
+        }
+    }
+    let submit = t0.elapsed();
+    while server.received.load(Ordering::Relaxed) < PENDING as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let after = Snap::now();
+    assert_eq!(client.pending(), PENDING);
+    let per_task = (after.live() - before.live()) as f64 / PENDING as f64;
+    let allocs_per_task = (after.allocs - before.allocs) as f64 / PENDING as f64;
+    drop(streams);
+    tokio::task::yield_now().await;
+    let dropped = Snap::now();
+    let retained = (dropped.live() - before.live()) as f64 / PENDING as f64;
+    println!("\n-- {PENDING} pending tasks (server never answers)");
+    println!(
+        "   submitted in {:.0} ms ({:.0} tasks/s)",
+        submit.as_secs_f64() * 1e3,
+        PENDING as f64 / submit.as_secs_f64()
+    );
+    println!("   live heap per pending task:      {per_task:>8.0} B ({allocs_per_task:.1} allocations per task)");
+    println!("   serialized task (kept for resend): {frame_bytes:>6} B");
+    println!("   per task beyond its frame:       {:>8.0} B   (target ≤ 2048 B)", per_task - frame_bytes as f64);
+    println!("   caller's handle (inline, not counted): {handle_inline} B");
+    println!("   still allocated after dropping every handle: {retained:.0} B per task (table capacity, queues)");
+    client.close(Duration::ZERO).await;
+    serde_json::json!({
+        "tasks": PENDING,
+        "bytes_per_task": per_task,
+        "allocations_per_task": allocs_per_task,
+        "frame_bytes": frame_bytes,
+        "bytes_per_task_beyond_frame": per_task - frame_bytes as f64,
+        "retained_after_cancel_per_task": retained,
+    })
+}
+
+/// Bytes allocated on the client side for each 2 MiB base64 result, end to end.
+async fn base64_results() -> serde_json::Value {
+    const RUNS: u64 = 8;
+    let payload = common::base64_payload(MIB2);
+    let server = Server::start(Reply::Base64(std::sync::Arc::new(payload)));
+    let client = Client::builder().url(server.url()).api_key("k").connect().await.expect("connect");
+    // One warm-up task (connection buffers reach their working size).
+    client.kontext(common::kontext_task()).await.expect("warm-up");
+    let before = Snap::now();
+    let t0 = Instant::now();
+    for _ in 0..RUNS {
+        let images = client.kontext(common::kontext_task()).await.expect("task");
+        let ImageOutput::Base64(b64) = &images[0].output else { panic!("a base64 result") };
+        assert_eq!(b64.len(), MIB2);
+    }
+    let elapsed = t0.elapsed();
+    let after = Snap::now();
+    client.close(Duration::ZERO).await;
+    summarize_big("end to end (socket → caller's ImageResult)", before, after, RUNS, Some(elapsed))
+}
+
+/// The same result through decode_frame + the dispatcher only.
+fn base64_routed() -> serde_json::Value {
+    const RUNS: u64 = 8;
+    let payload = common::base64_payload(MIB2);
+    let mut r = Router::new();
+    let frames: Vec<SharedStr> = (0..RUNS as u128)
+        .map(|i| {
+            let item = common::base64_item(uuid::Uuid::from_u128(i + 1), uuid::Uuid::from_u128(i + 100), &payload);
+            SharedStr::from(format!("{{\"data\":[{item}]}}"))
+        })
+        .collect();
+    for i in 0..RUNS as u128 {
+        r.register(uuid::Uuid::from_u128(i + 1), 1);
+    }
+    let before = Snap::now();
+    for f in &frames {
+        assert_eq!(r.route(f), 1);
+    }
+    assert_eq!(r.drain(), RUNS as usize);
+    let after = Snap::now();
+    summarize_big("decode_frame + dispatch of an in-memory frame", before, after, RUNS, None)
+}
+
+fn summarize_big(what: &str, before: Snap, after: Snap, runs: u64, elapsed: Option<Duration>) -> serde_json::Value {
+    let bytes = (after.allocated - before.allocated) as f64 / runs as f64;
+    let big = (after.big - before.big) as f64 / runs as f64;
+    let moved = (after.realloc_moved - before.realloc_moved) as f64 / runs as f64;
+    let allocs = (after.allocs - before.allocs) as f64 / runs as f64;
+    println!("\n-- 2 MiB base64 result: {what}");
+    println!(
+        "   allocated per result: {:.0} B = {:.2} × 2 MiB, in {allocs:.0} allocations ({big:.1} of ≥ 1 MiB); moved by realloc: {moved:.0} B",
+        bytes,
+        bytes / MIB2 as f64
+    );
+    if let Some(e) = elapsed {
+        println!("   {:.2} ms per result, round trip", e.as_secs_f64() * 1e3 / runs as f64);
+    }
+    serde_json::json!({
+        "bytes_allocated_per_result": bytes,
+        "ratio_to_2mib": bytes / MIB2 as f64,
+        "allocations_per_result": allocs,
+        "big_allocations_per_result": big,
+        "realloc_moved_bytes_per_result": moved,
+        "ms_per_result": elapsed.map(|e| e.as_secs_f64() * 1e3 / runs as f64),
+    })
+}
