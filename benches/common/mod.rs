@@ -220,7 +220,8 @@ type Request = (Uuid, String, oneshot::Sender<String>);
 
 /// The practical limit of the socket: one tokio-tungstenite connection, tasks
 /// pre-serialized with a fresh taskUUID, replies matched by taskUUID in a plain
-/// HashMap, all in one task. No dispatcher, validation, timeouts or reconnects.
+/// HashMap owned by one task (which also reads the socket), and a writer task that
+/// batches frames like the client's. No dispatcher, validation, timeouts or reconnects.
 #[derive(Clone)]
 pub struct Baseline {
     tx: mpsc::UnboundedSender<Request>,
@@ -255,42 +256,50 @@ impl Baseline {
                 other => panic!("no authentication reply: {other:?}"),
             }
         }
+        // The writer: batches whatever tasks are queued into array frames (up to 32
+        // tasks per frame, as the client does), then flushes once.
+        let (wtx, mut wrx) = mpsc::unbounded_channel::<String>();
+        tokio::spawn(async move {
+            let mut batch: Vec<String> = Vec::new();
+            while let Some(first) = wrx.recv().await {
+                batch.push(first);
+                while batch.len() < 4096 {
+                    match wrx.try_recv() {
+                        Ok(json) => batch.push(json),
+                        Err(_) => break,
+                    }
+                }
+                for chunk in batch.chunks(32) {
+                    let mut frame = String::with_capacity(chunk.iter().map(|j| j.len() + 1).sum::<usize>() + 2);
+                    frame.push('[');
+                    for (i, j) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            frame.push(',');
+                        }
+                        frame.push_str(j);
+                    }
+                    frame.push(']');
+                    if sink.feed(Message::text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                batch.clear();
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+        });
+        // The router: owns the HashMap; registers each task before handing its JSON
+        // to the writer, and matches every reply item by taskUUID.
         let (tx, mut rx) = mpsc::unbounded_channel::<Request>();
         tokio::spawn(async move {
             let mut waiting: HashMap<Uuid, oneshot::Sender<String>> = HashMap::new();
-            let mut batch: Vec<String> = Vec::new();
             loop {
                 tokio::select! {
                     req = rx.recv() => {
                         let Some((uuid, json, reply)) = req else { return };
                         waiting.insert(uuid, reply);
-                        batch.push(json);
-                        while batch.len() < 4096 {
-                            match rx.try_recv() {
-                                Ok((uuid, json, reply)) => {
-                                    waiting.insert(uuid, reply);
-                                    batch.push(json);
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                        // Same framing as the client: up to 32 tasks per array frame, one flush.
-                        for chunk in batch.chunks(32) {
-                            let mut frame = String::with_capacity(chunk.iter().map(|j| j.len() + 1).sum::<usize>() + 2);
-                            frame.push('[');
-                            for (i, j) in chunk.iter().enumerate() {
-                                if i > 0 {
-                                    frame.push(',');
-                                }
-                                frame.push_str(j);
-                            }
-                            frame.push(']');
-                            if sink.feed(Message::text(frame)).await.is_err() {
-                                return;
-                            }
-                        }
-                        batch.clear();
-                        if sink.flush().await.is_err() {
+                        if wtx.send(json).is_err() {
                             return;
                         }
                     }
