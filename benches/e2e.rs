@@ -45,6 +45,9 @@ fn main() {
     let rt = runtime();
     let server = Arc::new(Server::start(Reply::Url));
     let url = server.url();
+    if let Ok(spec) = std::env::var("RUNWARE_BENCH_ONLY") {
+        return only(&rt, &server, &spec);
+    }
     let mut c = Criterion::default()
         .sample_size(SAMPLES)
         .warm_up_time(Duration::from_secs(1))
@@ -112,6 +115,46 @@ fn main() {
     }
     report(&results);
     c.final_summary();
+}
+
+/// `RUNWARE_BENCH_ONLY=who,concurrency,tasks` (who: client or baseline): one
+/// plain run without criterion, for profilers (`valgrind --tool=callgrind`, `perf`).
+fn only(rt: &tokio::runtime::Runtime, server: &Arc<Server>, spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [who, conc, tasks] = parts[..] else { panic!("RUNWARE_BENCH_ONLY=who,concurrency,tasks") };
+    let conc: usize = conc.parse().expect("concurrency");
+    let tasks: u64 = tasks.parse().expect("tasks");
+    let url = server.url();
+    let sample = rt.block_on(async {
+        match who {
+            "client" => {
+                let client =
+                    Client::builder().url(url).api_key("k").max_in_flight(conc).connect().await.expect("connect");
+                let c = client.clone();
+                let s = common::measure(server, conc, tasks, move || {
+                    let client = c.clone();
+                    async move {
+                        black_box(client.kontext(common::kontext_task()).await.expect("task"));
+                    }
+                })
+                .await;
+                println!("client metrics: {:?}", client.metrics());
+                s
+            }
+            "baseline" => {
+                let baseline = Baseline::connect(&url, "k").await;
+                common::measure(server, conc, tasks, move || {
+                    let baseline = baseline.clone();
+                    async move {
+                        black_box(baseline.run().await);
+                    }
+                })
+                .await
+            }
+            other => panic!("unknown client {other:?}"),
+        }
+    });
+    println!("{who} at {conc} in flight: {:?}", common::summarize(&[sample]));
 }
 
 fn report(results: &BTreeMap<(usize, &'static str), Summary>) {

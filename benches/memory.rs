@@ -118,11 +118,15 @@ fn main() {
     let pending = rt.block_on(pending_tasks());
     let base64 = rt.block_on(base64_results());
     let routed = base64_routed();
+    let url = rt.block_on(url_round_trip());
+    let url_item = url_routed();
     let doc = serde_json::json!({
         "machine": common::machine(),
         "pending": pending,
         "base64_end_to_end": base64,
         "base64_decode_and_route": routed,
+        "url_round_trip": url,
+        "url_decode_and_route": url_item,
     });
     let path = common::report_path("bench-memory.json");
     if std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()).is_ok() {
@@ -144,7 +148,7 @@ async fn pending_tasks() -> serde_json::Value {
     let frame_bytes = serde_json::to_string(&common::kontext_task()).expect("serializable").len();
     // The caller's own storage for its handles is not the client's memory.
     let mut streams = Vec::with_capacity(PENDING);
-    let handle_inline = std::mem::size_of_val(&streams.first());
+    let handle_inline = std::mem::size_of::<runware_ws::KontextStream>();
     tokio::task::yield_now().await;
     let before = Snap::now();
     let t0 = Instant::now();
@@ -189,7 +193,9 @@ async fn pending_tasks() -> serde_json::Value {
     })
 }
 
-/// Bytes allocated on the client side for each 2 MiB base64 result, end to end.
+/// Bytes allocated on the client side for each 2 MiB base64 result, end to end:
+/// once with every result dropped before the next (the read buffer is reclaimed),
+/// once with the caller holding all of them (each needs its own buffer).
 async fn base64_results() -> serde_json::Value {
     const RUNS: u64 = 8;
     let payload = common::base64_payload(MIB2);
@@ -197,17 +203,91 @@ async fn base64_results() -> serde_json::Value {
     let client = Client::builder().url(server.url()).api_key("k").connect().await.expect("connect");
     // One warm-up task (connection buffers reach their working size).
     client.kontext(common::kontext_task()).await.expect("warm-up");
-    let before = Snap::now();
-    let t0 = Instant::now();
-    for _ in 0..RUNS {
-        let images = client.kontext(common::kontext_task()).await.expect("task");
-        let ImageOutput::Base64(b64) = &images[0].output else { panic!("a base64 result") };
-        assert_eq!(b64.len(), MIB2);
+    let mut out = serde_json::Map::new();
+    for hold in [false, true] {
+        let mut held = Vec::new();
+        let before = Snap::now();
+        let t0 = Instant::now();
+        for _ in 0..RUNS {
+            let images = client.kontext(common::kontext_task()).await.expect("task");
+            let ImageOutput::Base64(b64) = &images[0].output else { panic!("a base64 result") };
+            assert_eq!(b64.len(), MIB2);
+            if hold {
+                held.push(images);
+            }
+        }
+        let elapsed = t0.elapsed();
+        let after = Snap::now();
+        drop(held);
+        let what = if hold {
+            "end to end, caller keeps every result (socket → ImageResult)"
+        } else {
+            "end to end, caller drops each result before the next"
+        };
+        out.insert(
+            if hold { "held" } else { "dropped" }.into(),
+            summarize_big(what, before, after, RUNS, Some(elapsed)),
+        );
     }
-    let elapsed = t0.elapsed();
-    let after = Snap::now();
     client.close(Duration::ZERO).await;
-    summarize_big("end to end (socket → caller's ImageResult)", before, after, RUNS, Some(elapsed))
+    out.into()
+}
+
+/// Allocations per task for a whole round trip of a URL result (submit → result
+/// in the caller's hands → dropped), 64 in flight.
+async fn url_round_trip() -> serde_json::Value {
+    const TASKS: u64 = 20_000;
+    let server = Server::start(Reply::Url);
+    let client = Client::builder().url(server.url()).api_key("k").max_in_flight(64).connect().await.expect("connect");
+    let c = client.clone();
+    let run = move |n: u64| {
+        let c = c.clone();
+        common::closed_loop(64, n, move || {
+            let c = c.clone();
+            async move {
+                std::hint::black_box(c.kontext(common::kontext_task()).await.expect("task"));
+            }
+        })
+    };
+    run(2_000).await; // warm-up
+    let before = Snap::now();
+    // The harness's own latency vector: one allocation growth series, small against the total.
+    let lat = run(TASKS).await;
+    let after = Snap::now();
+    let allocs = (after.allocs - before.allocs) as f64 / TASKS as f64;
+    let bytes = (after.allocated - before.allocated) as f64 / TASKS as f64;
+    println!("\n-- URL result round trip, 64 in flight ({} tasks)", lat.len());
+    println!("   {allocs:.1} allocations and {bytes:.0} B allocated per task (submit, route, deliver, drop)");
+    client.close(Duration::ZERO).await;
+    serde_json::json!({ "allocations_per_task": allocs, "bytes_allocated_per_task": bytes })
+}
+
+/// Allocations per URL item through decode_frame + the dispatcher only.
+fn url_routed() -> serde_json::Value {
+    const FRAMES: usize = 1000;
+    let mut r = Router::new();
+    let frames: Vec<SharedStr> = (0..FRAMES as u128)
+        .map(|i| {
+            SharedStr::from(format!(
+                "{{\"data\":[{}]}}",
+                common::url_item(uuid::Uuid::from_u128(i + 1), uuid::Uuid::from_u128(i + 1 << 64))
+            ))
+        })
+        .collect();
+    for i in 0..FRAMES as u128 {
+        r.register(uuid::Uuid::from_u128(i + 1), 1);
+    }
+    let before = Snap::now();
+    for f in &frames {
+        assert_eq!(r.route(f), 1);
+    }
+    let after = Snap::now();
+    assert_eq!(r.drain(), FRAMES);
+    let allocs = (after.allocs - before.allocs) as f64 / FRAMES as f64;
+    let bytes = (after.allocated - before.allocated) as f64 / FRAMES as f64;
+    println!("\n-- URL item, decode_frame + dispatch (one item per frame)");
+    println!("   {allocs:.1} allocations and {bytes:.0} B allocated per item");
+    serde_json::json!({ "allocations_per_item": allocs, "bytes_allocated_per_item": bytes })
 }
 
 /// The same result through decode_frame + the dispatcher only.
