@@ -254,7 +254,9 @@ mod tests {
     #[test]
     fn an_auth_error_without_task_is_reported_to_the_connection() {
         let s = shared();
-        let err = s.dispatch(frame(serde_json::json!({"errors":[{"code":"invalidApiKey","message":"no","taskType":"authentication"}]})));
+        let err = s.dispatch(frame(
+            serde_json::json!({"errors":[{"code":"invalidApiKey","message":"no","taskType":"authentication"}]}),
+        ));
         assert_eq!(err.map(|e| e.kind()), Some(ErrorKind::Auth));
     }
 
@@ -263,7 +265,9 @@ mod tests {
         let s = shared();
         let a = Uuid::new_v4();
         let ma = add(&s, a, 1, false);
-        s.dispatch(frame(serde_json::json!({"errors":[{"code":"conflictTaskUUID","message":"exists","taskUUID":a.to_string()}]})));
+        s.dispatch(frame(
+            serde_json::json!({"errors":[{"code":"conflictTaskUUID","message":"exists","taskUUID":a.to_string()}]}),
+        ));
         assert!(drain(&ma).is_empty());
         assert!(s.pending.get(&a).is_some_and(|t| t.polling));
         assert!(s.poll_set.lock().unwrap().contains(&a));
@@ -277,7 +281,8 @@ mod tests {
         let ma = add(&s, a, 2, true);
         s.dispatch(frame(serde_json::json!({"data":[{"taskType":"imageInference","taskUUID":a.to_string()}]})));
         assert!(s.pending.get(&a).is_some_and(|t| t.polling));
-        let processing = serde_json::json!({"taskType":"imageInference","taskUUID":a.to_string(),"status":"processing"});
+        let processing =
+            serde_json::json!({"taskType":"imageInference","taskUUID":a.to_string(),"status":"processing"});
         let mut first = item(a, "i1");
         first["status"] = "success".into();
         let mut second = item(a, "i2");
@@ -293,7 +298,9 @@ mod tests {
         let s = shared();
         let a = Uuid::new_v4();
         let ma = add(&s, a, 1, false);
-        s.dispatch(frame(serde_json::json!({"data":[{"taskType":"promptEnhance","taskUUID":a.to_string(),"text":"better"}]})));
+        s.dispatch(frame(
+            serde_json::json!({"data":[{"taskType":"promptEnhance","taskUUID":a.to_string(),"text":"better"}]}),
+        ));
         assert!(matches!(drain(&ma).as_slice(), [Event::Result(_), Event::Done]));
     }
 }
