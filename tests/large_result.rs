@@ -2,50 +2,26 @@
 //! chokes on anything over 1 MiB), and a result over the configured limit makes
 //! the client reconnect instead of hanging.
 
+mod support;
+
 use base64::Engine as _;
-use futures::{SinkExt, StreamExt};
 use runware_ws::{Client, ClientError, Kontext, KontextSize, ReconnectPolicy};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A one-trick server: authenticates, then answers every imageInference task with
 /// one base64 result of `payload`.
 async fn serve_payload(payload: String) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("ws://{}/v1", listener.local_addr().unwrap());
-    let handle = tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let payload = payload.clone();
-            tokio::spawn(async move {
-                let cfg = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-                    .max_message_size(Some(64 << 20))
-                    .max_frame_size(Some(64 << 20));
-                let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tcp, Some(cfg)).await else { return };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(text) = msg else { continue };
-                    let tasks: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap_or_default();
-                    for t in tasks {
-                        let reply = match t["taskType"].as_str() {
-                            Some("authentication") => {
-                                serde_json::json!({"data":[{"taskType":"authentication","connectionSessionUUID":"s-1"}]})
-                            }
-                            Some("ping") => serde_json::json!({"data":[{"taskType":"ping","pong":true}]}),
-                            Some("imageInference") => serde_json::json!({"data":[{
-                                "taskType":"imageInference","taskUUID":t["taskUUID"],
-                                "imageUUID":uuid::Uuid::new_v4().to_string(),"imageBase64Data":payload,"seed":1}]}),
-                            _ => continue,
-                        };
-                        if ws.send(Message::Text(reply.to_string().into())).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, handle)
+    support::plain_server(Arc::new(move |t| {
+        support::auth_and_ping(t).or_else(|| {
+            (t["taskType"] == "imageInference").then(|| {
+                serde_json::json!({"data":[{
+                    "taskType":"imageInference","taskUUID":t["taskUUID"],
+                    "imageUUID":uuid::Uuid::new_v4().to_string(),"imageBase64Data":payload,"seed":1}]})
+            })
+        })
+    }))
+    .await
 }
 
 fn payload(bytes: usize) -> (Vec<u8>, String) {

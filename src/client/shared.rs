@@ -75,6 +75,18 @@ impl Shared {
         }
     }
 
+    /// Decodes an inbound frame, scrubbing the API key out of any error text.
+    pub(crate) fn decode(
+        &self,
+        text: &crate::protocol::SharedStr,
+    ) -> Result<crate::protocol::Frame, crate::protocol::DecodeError> {
+        let mut frame = crate::protocol::decode_frame(text)?;
+        if !frame.errors.is_empty() || frame.items.iter().any(|i| i.error.is_some()) {
+            frame.redact(self.config.api_key.expose());
+        }
+        Ok(frame)
+    }
+
     pub(crate) fn next_seq(&self) -> u64 {
         self.seq.fetch_add(1, Ordering::Relaxed)
     }
