@@ -30,11 +30,9 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocketStream<S>
     while let Some(Ok(msg)) = ws.next().await {
         let Message::Text(text) = msg else { continue };
         let tasks: Vec<Value> = serde_json::from_str(&text).unwrap_or_default();
-        for t in tasks {
-            if let Some(frame) = reply(&t) {
-                if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
-                    return;
-                }
+        for frame in tasks.iter().filter_map(|t| reply(t)) {
+            if ws.send(Message::Text(frame.to_string().into())).await.is_err() {
+                return;
             }
         }
     }
