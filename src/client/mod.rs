@@ -351,6 +351,12 @@ impl Client {
         self.inner.shared.counters.snapshot()
     }
 
+    /// The latest reconnect delays (up to 256), oldest first: what the backoff
+    /// policy actually produced.
+    pub fn reconnect_delays(&self) -> Vec<Duration> {
+        self.inner.shared.reconnect_delays.lock().map(|d| d.iter().copied().collect()).unwrap_or_default()
+    }
+
     /// Tasks in the pending table now.
     pub fn pending(&self) -> usize {
         self.inner.shared.pending.len()
@@ -484,12 +490,16 @@ impl Client {
             timeout,
             done: false,
         };
-        if send {
-            // The queue holds at most one entry per in-flight slot, so this never
-            // waits; if the writer is gone the supervisor will resend from the table.
-            let _ = shared.outbound.try_send(uuid);
+        if send && shared.outbound.try_send(uuid).is_err() {
+            // The queue is full of cancelled tasks' entries (or the writer is between
+            // connections): the writer's sweep sends everything not yet sent.
+            shared.sweep.notify_one();
         }
         shared.supervisor_wake.notify_one();
+        if let Some(e) = shared.terminal_error() {
+            // The client ended while this task was being registered.
+            shared.fail(&uuid, e);
+        }
         Ok(stream)
     }
 }
