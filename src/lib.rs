@@ -5,10 +5,15 @@
 //!
 //! Layers:
 //! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.
+//! - `emulator` (feature `emulator`, on by default): a local Runware server for tests,
+//!   benchmarks and key-less runs.
 
 #![warn(missing_docs)]
 
 pub mod protocol;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
 
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
