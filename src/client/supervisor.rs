@@ -104,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
 /// Ends the client for good: records the terminal error, fails every waiting task.
 fn finish(shared: &Shared, err: ClientError) {
     shared.set_terminal(err.clone());
+    shared.set_state(ConnectionState::Closed);
     shared.fail_all(&err);
     shared.request_shutdown();
-    shared.set_state(ConnectionState::Closed);
 }
