@@ -397,7 +397,11 @@ async fn raw_tasks_share_the_guarantees() {
     let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
     let up = c.upload_image(png).await.expect("uploaded");
     let image_uuid = up.image_uuid.clone().expect("imageUUID");
-    let t = Kontext::builder().prompt("edit the upload").size(KontextSize::R1x1).reference_image(image_uuid.to_string()).build();
+    let t = Kontext::builder()
+        .prompt("edit the upload")
+        .size(KontextSize::R1x1)
+        .reference_image(image_uuid.to_string())
+        .build();
     assert_eq!(c.kontext(t.unwrap()).await.expect("reference by UUID").len(), 1);
     let unsupported = c
         .raw(serde_json::json!({"taskType":"imageCaption","inputImage": image_uuid.to_string()}))

@@ -202,6 +202,19 @@ impl ClientBuilder {
     }
 }
 
+/// Depths of the client's queues: see [`Client::queue_depths`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Tasks in the pending table.
+    pub pending: usize,
+    /// Task UUIDs waiting for the writer (cancelled ones included until drained).
+    pub outbound: usize,
+    /// `getResponse` polls waiting for the writer.
+    pub polls_queued: usize,
+    /// Tasks being polled (pruned lazily after they end).
+    pub poll_set: usize,
+}
+
 /// What to submit, serialized once.
 struct Prepared {
     uuid: Uuid,
@@ -355,6 +368,17 @@ impl Client {
     /// policy actually produced.
     pub fn reconnect_delays(&self) -> Vec<Duration> {
         self.inner.shared.reconnect_delays.lock().map(|d| d.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// How full the internal queues are now (all zero when the client is idle).
+    pub fn queue_depths(&self) -> QueueDepths {
+        let s = &self.inner.shared;
+        QueueDepths {
+            pending: s.pending.len(),
+            outbound: s.outbound.max_capacity() - s.outbound.capacity(),
+            polls_queued: s.control.max_capacity() - s.control.capacity(),
+            poll_set: s.poll_set.lock().map(|p| p.len()).unwrap_or(0),
+        }
     }
 
     /// Tasks in the pending table now.
