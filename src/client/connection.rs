@@ -2,7 +2,7 @@
 //! authentication with the last `connectionSessionUUID`.
 
 use super::shared::Shared;
-use crate::protocol::{ApiError, Authentication, ClientTask, ErrorKind, SharedStr, decode_frame, encode_frame};
+use crate::protocol::{ApiError, Authentication, ClientTask, ErrorKind, SharedStr, encode_frame};
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -113,7 +113,7 @@ async fn await_auth(shared: &Shared, ws: &mut Ws) -> Result<String, ConnectError
             Err(e) => return Err(ConnectError::Transport(describe(&e))),
         };
         shared.touch_inbound();
-        let Ok(mut frame) = decode_frame(&text) else {
+        let Ok(mut frame) = shared.decode(&text) else {
             continue;
         };
         let session = frame

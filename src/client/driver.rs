@@ -5,7 +5,7 @@
 use super::connection::{Ws, describe};
 use super::metrics::Counters;
 use super::shared::Shared;
-use crate::protocol::{ApiError, SharedStr, decode_frame};
+use crate::protocol::{ApiError, SharedStr};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use std::fmt;
@@ -76,7 +76,7 @@ async fn read_loop(shared: Arc<Shared>, mut stream: SplitStream<Ws>) -> Ended {
                 Counters::add(&shared.counters.frames_in, 1);
                 let text = SharedStr::from(t);
                 tracing::trace!(bytes = text.len(), "frame in");
-                match decode_frame(&text) {
+                match shared.decode(&text) {
                     Ok(frame) => {
                         if let Some(err) = shared.dispatch(frame) {
                             return Ended::Auth(err);
@@ -137,6 +137,11 @@ impl Writer<'_> {
                     return r.unwrap_or_else(|e| Ended::Failed(format!("reader stopped: {e}")));
                 }
                 _ = shutdown => {}
+                _ = self.shared.sweep.notified() => {
+                    if let Err(e) = self.resend_pending().await {
+                        return e;
+                    }
+                }
                 Some(uuid) = queues.polls.recv() => {
                     let mut uuids = vec![uuid];
                     while uuids.len() < 256 {

@@ -28,6 +28,20 @@ pub struct Frame {
     pub malformed: Vec<MalformedItem>,
 }
 
+impl Frame {
+    /// Scrubs `secret` out of every error of the frame (see [`ApiError::redact`]).
+    pub fn redact(&mut self, secret: &str) {
+        for e in &mut self.errors {
+            e.redact(secret);
+        }
+        for item in &mut self.items {
+            if let Some(e) = &mut item.error {
+                e.redact(secret);
+            }
+        }
+    }
+}
+
 /// An entry of a frame that is not a well-formed item or error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MalformedItem {

@@ -106,6 +106,42 @@ impl ApiError {
         self.task_uuid.as_deref().and_then(|s| uuid::Uuid::parse_str(s).ok())
     }
 
+    /// Replaces every occurrence of `secret` in the error's text (message, code,
+    /// parameter, documentation, extra fields) with `***`, for a server that
+    /// echoes the API key back.
+    pub fn redact(&mut self, secret: &str) {
+        if secret.is_empty() {
+            return;
+        }
+        let scrub = |s: &mut String| {
+            if s.contains(secret) {
+                *s = s.replace(secret, "***");
+            }
+        };
+        scrub(&mut self.code);
+        scrub(&mut self.message);
+        for s in [&mut self.task_type, &mut self.task_uuid, &mut self.documentation].into_iter().flatten() {
+            scrub(s);
+        }
+        match &mut self.parameter {
+            Some(ErrorParameter::One(p)) => scrub(p),
+            Some(ErrorParameter::Many(ps)) => ps.iter_mut().for_each(scrub),
+            None => {}
+        }
+        fn walk(v: &mut Value, secret: &str) {
+            match v {
+                Value::String(s) if s.contains(secret) => *s = s.replace(secret, "***"),
+                Value::Array(a) => a.iter_mut().for_each(|x| walk(x, secret)),
+                Value::Object(o) => o.values_mut().for_each(|x| walk(x, secret)),
+                _ => {}
+            }
+        }
+        if let Some(v) = &mut self.allowed_values {
+            walk(v, secret);
+        }
+        self.extra.values_mut().for_each(|v| walk(v, secret));
+    }
+
     /// True for `conflictTaskUUID`: the server already knows this task.
     pub fn is_conflict(&self) -> bool {
         self.kind() == ErrorKind::Conflict
