@@ -3,6 +3,8 @@
 //! closed-loop load generator, CPU clocks and latency percentiles.
 #![allow(dead_code)]
 
+pub mod sweep;
+
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
 use runware_ws::{ImageInference, Kontext, KontextSize};
@@ -46,7 +48,6 @@ pub fn kontext_task() -> ImageInference {
     Kontext::builder()
         .prompt("Make it a rainy night in the same city, keep the people")
         .size(KontextSize::R1x1)
-        .reference_image("https://example.com/street.jpg")
         .build()
         .expect("a valid task")
 }
@@ -97,11 +98,38 @@ pub enum Reply {
     Silent,
 }
 
+/// The CPU clock of one thread, readable from any thread.
+#[derive(Clone, Copy, Debug)]
+pub struct ThreadClock(libc::clockid_t);
+
+impl ThreadClock {
+    /// The calling thread's CPU clock.
+    pub fn current() -> ThreadClock {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: querying the CPU clock of the calling thread.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        assert_eq!(rc, 0, "pthread_getcpuclockid");
+        ThreadClock(clock)
+    }
+
+    /// CPU time the thread has used so far.
+    pub fn read(&self) -> Duration {
+        clock(self.0)
+    }
+}
+
+/// A server under test: where to connect, and the CPU clock of the one thread it runs on.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub url: String,
+    pub clock: ThreadClock,
+}
+
 /// A minimal Runware-shaped server on its own thread (one current-thread runtime,
 /// so its whole CPU cost is on one thread clock).
 pub struct Server {
     pub addr: SocketAddr,
-    clock: libc::clockid_t,
+    clock: ThreadClock,
     /// Tasks received so far, all connections together.
     pub received: Arc<AtomicU64>,
 }
@@ -114,10 +142,7 @@ impl Server {
         std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
-                let mut clock: libc::clockid_t = 0;
-                // SAFETY: querying the CPU clock of the calling thread.
-                let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
-                assert_eq!(rc, 0, "pthread_getcpuclockid");
+                let clock = ThreadClock::current();
                 let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -137,9 +162,8 @@ impl Server {
         format!("ws://{}/v1", self.addr)
     }
 
-    /// CPU time the server thread has used so far.
-    pub fn cpu(&self) -> Duration {
-        clock(self.clock)
+    pub fn target(&self) -> Target {
+        Target { url: self.url(), clock: self.clock }
     }
 }
 
@@ -400,15 +424,15 @@ pub struct Sample {
 }
 
 /// Runs `total` tasks through `f` at `concurrency`, measuring wall, CPU and latencies.
-pub async fn measure<F, Fut>(server: &Server, concurrency: usize, total: u64, f: F) -> Sample
+pub async fn measure<F, Fut>(server: ThreadClock, concurrency: usize, total: u64, f: F) -> Sample
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (cpu0, srv0, t0) = (process_cpu(), server.cpu(), Instant::now());
+    let (cpu0, srv0, t0) = (process_cpu(), server.read(), Instant::now());
     let latencies_ns = closed_loop(concurrency, total, f).await;
     let wall = t0.elapsed();
-    let (cpu1, srv1) = (process_cpu(), server.cpu());
+    let (cpu1, srv1) = (process_cpu(), server.read());
     let cpu_server = srv1.saturating_sub(srv0);
     Sample { tasks: total, wall, cpu_client: (cpu1 - cpu0).saturating_sub(cpu_server), cpu_server, latencies_ns }
 }
@@ -423,6 +447,10 @@ pub struct Summary {
     pub mean_us: f64,
     pub cpu_us_per_task: f64,
     pub server_cpu_us_per_task: f64,
+    /// Client only (from its metrics, whole run): tasks per outbound frame.
+    pub tasks_per_frame_out: f64,
+    /// Client only: result items per inbound frame.
+    pub items_per_frame_in: f64,
 }
 
 pub fn summarize(samples: &[Sample]) -> Summary {
@@ -441,6 +469,8 @@ pub fn summarize(samples: &[Sample]) -> Summary {
         mean_us: lat.iter().sum::<u64>() as f64 / lat.len().max(1) as f64 / 1e3,
         cpu_us_per_task: cpu.as_secs_f64() * 1e6 / n,
         server_cpu_us_per_task: srv.as_secs_f64() * 1e6 / n,
+        tasks_per_frame_out: 0.0,
+        items_per_frame_in: 0.0,
     }
 }
 

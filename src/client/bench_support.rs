@@ -6,7 +6,7 @@ use super::config::ClientConfig;
 use super::mailbox::{Event, Mailbox};
 use super::pending::PendingTask;
 use super::shared::Shared;
-use crate::protocol::{ApiKey, SharedStr, decode_frame};
+use crate::protocol::{ApiKey, SharedStr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -61,7 +61,7 @@ impl Router {
     /// Decodes one inbound frame and routes its items, exactly as the reader does.
     /// Returns the number of items in the frame.
     pub fn route(&self, frame: &SharedStr) -> usize {
-        match decode_frame(frame) {
+        match self.shared.decode(frame) {
             Ok(f) => {
                 let n = f.items.len();
                 self.shared.dispatch(f);

@@ -1,0 +1,225 @@
+//! The concurrency sweep shared by `e2e` and `emulator`: the client and the
+//! baseline against one server, in the same run, at 1, 64, 512 and 4,096 tasks
+//! in flight (closed loop), timed by criterion (`iter_custom`, one iteration =
+//! one task), with every task's latency and the CPU time of the measured runs
+//! recorded on the side.
+
+use super::{Baseline, Sample, Summary, Target};
+use criterion::{BenchmarkId, Criterion, Throughput};
+use runware_ws::Client;
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const CONCURRENCY: [usize; 4] = [1, 64, 512, 4096];
+pub const SAMPLES: usize = 10;
+
+pub type Results = BTreeMap<(usize, &'static str), Summary>;
+
+/// The runtime the clients run on: a 2-worker multi-thread runtime (what
+/// `#[tokio::main]` gives on this machine), or a current-thread one with
+/// `RUNWARE_BENCH_RUNTIME=current`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    match std::env::var("RUNWARE_BENCH_RUNTIME").as_deref() {
+        Ok("current") => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build(),
+    }
+    .expect("runtime")
+}
+
+pub fn runtime_name() -> &'static str {
+    match std::env::var("RUNWARE_BENCH_RUNTIME").as_deref() {
+        Ok("current") => "current-thread",
+        _ => "multi-thread, 2 workers",
+    }
+}
+
+pub fn criterion() -> Criterion {
+    Criterion::default()
+        .sample_size(SAMPLES)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args()
+}
+
+type Store = Arc<Mutex<Vec<Sample>>>;
+
+/// Criterion's measured calls are the last `SAMPLES` calls (after its warm-up).
+fn measured(store: &Store) -> Vec<Sample> {
+    let all = store.lock().expect("store");
+    all[all.len().saturating_sub(SAMPLES)..].to_vec()
+}
+
+async fn client_for(url: &str, concurrency: usize) -> Client {
+    Client::builder().url(url).api_key("k").max_in_flight(concurrency).connect().await.expect("connect")
+}
+
+/// Runs the sweep in criterion group `group`; returns what was measured.
+pub fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, target: &Target) -> Results {
+    let mut results = Results::new();
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    let clock = target.clock;
+    for conc in CONCURRENCY {
+        // The client, as a user would configure it for this load.
+        let client = rt.block_on(client_for(&target.url, conc));
+        let store: Store = Arc::default();
+        g.bench_function(BenchmarkId::new("client", conc), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (client, store) = (client.clone(), store.clone());
+                async move {
+                    let s = super::measure(clock, conc, iters, move || {
+                        let client = client.clone();
+                        async move {
+                            black_box(client.kontext(super::kontext_task()).await.expect("task"));
+                        }
+                    })
+                    .await;
+                    let wall = s.wall;
+                    store.lock().expect("store").push(s);
+                    wall
+                }
+            })
+        });
+        let m = measured(&store);
+        if !m.is_empty() {
+            let mut s = super::summarize(&m);
+            let metrics = client.metrics();
+            s.tasks_per_frame_out = metrics.tasks_submitted as f64 / metrics.frames_out.max(1) as f64;
+            s.items_per_frame_in = metrics.tasks_completed as f64 / metrics.frames_in.max(1) as f64;
+            results.insert((conc, "client"), s);
+        }
+        rt.block_on(client.close(Duration::from_secs(1)));
+
+        let baseline = rt.block_on(Baseline::connect(&target.url, "k"));
+        let store: Store = Arc::default();
+        g.bench_function(BenchmarkId::new("baseline", conc), |b| {
+            b.to_async(rt).iter_custom(|iters| {
+                let (baseline, store) = (baseline.clone(), store.clone());
+                async move {
+                    let s = super::measure(clock, conc, iters, move || {
+                        let baseline = baseline.clone();
+                        async move {
+                            black_box(baseline.run().await);
+                        }
+                    })
+                    .await;
+                    let wall = s.wall;
+                    store.lock().expect("store").push(s);
+                    wall
+                }
+            })
+        });
+        let m = measured(&store);
+        if !m.is_empty() {
+            results.insert((conc, "baseline"), super::summarize(&m));
+        }
+    }
+    g.finish();
+    results
+}
+
+/// Prints the table with the ratios to the baseline and writes `json_name`.
+pub fn report(title: &str, results: &Results, json_name: &str) {
+    if results.is_empty() {
+        return;
+    }
+    println!("\n== {title} ({}; runtime: {})", super::machine(), runtime_name());
+    println!(
+        "{:>6} {:>9} {:>10} {:>10} {:>10} {:>10} {:>10} | {:>7} {:>9} {:>6}",
+        "flight", "who", "tasks/s", "p50 µs", "p99 µs", "cpu µs", "srv µs", "tput ×", "Δp50 µs", "cpu ×"
+    );
+    let mut json = serde_json::Map::new();
+    for ((conc, who), s) in results {
+        let base = results.get(&(*conc, "baseline"));
+        let (ratio, dp50, cpu) = match base {
+            Some(b) if *who != "baseline" => (
+                format!("{:.2}", s.tasks_per_sec / b.tasks_per_sec),
+                format!("{:+.1}", s.p50_us - b.p50_us),
+                format!("{:.2}", s.cpu_us_per_task / b.cpu_us_per_task),
+            ),
+            _ => (String::new(), String::new(), String::new()),
+        };
+        println!(
+            "{:>6} {:>9} {:>10.0} {:>10.1} {:>10.1} {:>10.2} {:>10.2} | {:>7} {:>9} {:>6}",
+            conc,
+            who,
+            s.tasks_per_sec,
+            s.p50_us,
+            s.p99_us,
+            s.cpu_us_per_task,
+            s.server_cpu_us_per_task,
+            ratio,
+            dp50,
+            cpu
+        );
+        json.insert(format!("{who}/{conc}"), serde_json::to_value(s).unwrap_or_default());
+    }
+    println!("(cpu µs: client-process CPU per task, server thread excluded; srv µs: the server thread's)");
+    for ((conc, who), s) in results {
+        if *who == "client" {
+            println!(
+                "client at {conc:>4} in flight: {:.1} tasks per outbound frame, {:.1} items per inbound frame",
+                s.tasks_per_frame_out, s.items_per_frame_in
+            );
+        }
+    }
+    let growth =
+        |who: &'static str| Some(results.get(&(4096, who))?.cpu_us_per_task / results.get(&(64, who))?.cpu_us_per_task);
+    if let Some(g) = growth("client") {
+        println!(
+            "CPU per task at 4096 vs 64 in flight: client {g:.2}×, baseline {:.2}×",
+            growth("baseline").unwrap_or(f64::NAN)
+        );
+    }
+    let doc = serde_json::json!({
+        "title": title,
+        "machine": super::machine(),
+        "runtime": runtime_name(),
+        "results": json,
+    });
+    let path = super::report_path(json_name);
+    if std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()).is_ok() {
+        println!("latencies written to {}", path.display());
+    }
+}
+
+/// `RUNWARE_BENCH_ONLY=who,concurrency,tasks` (who: client or baseline): one
+/// plain run without criterion, for profilers (`valgrind --tool=callgrind`, `perf`).
+pub fn only(rt: &tokio::runtime::Runtime, target: &Target, spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [who, conc, tasks] = parts[..] else { panic!("RUNWARE_BENCH_ONLY=who,concurrency,tasks") };
+    let conc: usize = conc.parse().expect("concurrency");
+    let tasks: u64 = tasks.parse().expect("tasks");
+    let clock = target.clock;
+    let sample = rt.block_on(async {
+        match who {
+            "client" => {
+                let client = client_for(&target.url, conc).await;
+                let c = client.clone();
+                let s = super::measure(clock, conc, tasks, move || {
+                    let client = c.clone();
+                    async move {
+                        black_box(client.kontext(super::kontext_task()).await.expect("task"));
+                    }
+                })
+                .await;
+                println!("client metrics: {:?}", client.metrics());
+                s
+            }
+            "baseline" => {
+                let baseline = Baseline::connect(&target.url, "k").await;
+                super::measure(clock, conc, tasks, move || {
+                    let baseline = baseline.clone();
+                    async move {
+                        black_box(baseline.run().await);
+                    }
+                })
+                .await
+            }
+            other => panic!("unknown client {other:?}"),
+        }
+    });
+    println!("{who} at {conc} in flight: {:?}", super::summarize(&[sample]));
+}
