@@ -270,7 +270,7 @@ fn url_routed() -> serde_json::Value {
         .map(|i| {
             SharedStr::from(format!(
                 "{{\"data\":[{}]}}",
-                common::url_item(uuid::Uuid::from_u128(i + 1), uuid::Uuid::from_u128(i + 1 << 64))
+                common::url_item(uuid::Uuid::from_u128(i + 1), uuid::Uuid::from_u128((i + 1) << 64))
             ))
         })
         .collect();

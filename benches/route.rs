@@ -37,9 +37,9 @@ fn workload(batch: usize, frames: usize, base64: bool) -> Workload {
         let mut items = Vec::with_capacity(batch);
         for i in 0..batch {
             let n = (f * batch + i) as u128;
-            let task = Uuid::from_u128(1 << 64 | n);
+            let task = Uuid::from_u128((1 << 64) | n);
             tasks.push(task);
-            let image = Uuid::from_u128(2 << 64 | n);
+            let image = Uuid::from_u128((2 << 64) | n);
             items.push(if base64 { common::base64_item(task, image, &payload) } else { common::url_item(task, image) });
         }
         out.push(SharedStr::from(format!("{{\"data\":[{}]}}", items.join(","))));
@@ -51,7 +51,7 @@ fn workload(batch: usize, frames: usize, base64: bool) -> Workload {
 fn router() -> Router {
     let mut r = Router::new();
     for i in 0..BACKGROUND {
-        r.register(Uuid::from_u128(3 << 64 | i), 1);
+        r.register(Uuid::from_u128((3 << 64) | i), 1);
     }
     r
 }
