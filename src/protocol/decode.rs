@@ -196,7 +196,7 @@ struct OneItem<'f> {
 impl<'de> DeserializeSeed<'de> for OneItem<'_> {
     type Value = ResultItem;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<ResultItem, D::Error> {
-        ItemSeed { frame: self.frame }.deserialize_in(d)
+        ItemSeed { frame: self.frame, strict: true }.deserialize_in(d)
     }
 }
 
@@ -213,7 +213,7 @@ fn decode_lenient(text: &SharedStr) -> Result<Frame, DecodeError> {
             Ok(list) => {
                 for raw in list.unwrap_or_default() {
                     let mut de = serde_json::Deserializer::from_str(raw.get());
-                    match (ItemSeed { frame: text }).deserialize_in(&mut de) {
+                    match (ItemSeed { frame: text, strict: false }).deserialize_in(&mut de) {
                         Ok(item) => frame.items.push(item),
                         Err(e) => frame.malformed.push(MalformedItem {
                             task_uuid: task_uuid_of(raw),

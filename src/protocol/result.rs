@@ -78,7 +78,7 @@ impl ResultItem {
     /// Decodes one item object. String fields borrow from `json`.
     pub fn decode(json: &SharedStr) -> Result<ResultItem, serde_json::Error> {
         let mut de = serde_json::Deserializer::from_str(json.as_str());
-        let item = ItemSeed { frame: json }.deserialize_in(&mut de)?;
+        let item = ItemSeed { frame: json, strict: false }.deserialize_in(&mut de)?;
         de.end()?;
         Ok(item)
     }
@@ -160,6 +160,24 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
 /// Decodes an item, slicing strings out of `frame` (which the input must borrow from).
 pub(crate) struct ItemSeed<'f> {
     pub(crate) frame: &'f SharedStr,
+    /// The fast path: the string fields (`imageBase64Data`…) are read as strings in
+    /// one pass, and a value of another type fails the item, so that the lenient
+    /// decoder (`strict: false`) keeps it in `extra`. Lenient: every value is first
+    /// read as raw JSON, then checked for escapes (one more pass over it).
+    pub(crate) strict: bool,
+}
+
+/// The string field of `item` named `key`, if `key` names one.
+fn str_field<'a>(item: &'a mut ResultItem, key: &str) -> Option<&'a mut Option<SharedStr>> {
+    Some(match key {
+        "taskType" => &mut item.task_type,
+        "imageUUID" => &mut item.image_uuid,
+        "imageURL" => &mut item.image_url,
+        "imageBase64Data" => &mut item.image_base64_data,
+        "imageDataURI" => &mut item.image_data_uri,
+        "connectionSessionUUID" => &mut item.connection_session_uuid,
+        _ => return None,
+    })
 }
 
 impl<'f> ItemSeed<'f> {
@@ -185,6 +203,19 @@ impl<'de, 'f> Visitor<'de> for ItemSeed<'f> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ResultItem, A::Error> {
         let mut item = ResultItem::default();
         while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+            if self.strict && str_field(&mut item, &key).is_some() {
+                // One scan: serde_json borrows the string when it has no escapes.
+                match map.next_value::<Option<CowStr<'de>>>()? {
+                    Some(CowStr(s)) => {
+                        let value = self.share(s);
+                        if let Some(field) = str_field(&mut item, &key) {
+                            *field = Some(value);
+                        }
+                    }
+                    None => item.extra.push((self.share(key), SharedStr::from_static("null"))),
+                }
+                continue;
+            }
             let raw: &'de RawValue = map.next_value()?;
             let text = raw.get();
             // Typed parse of a known field; on a type mismatch the raw value is kept in extra.
@@ -289,5 +320,42 @@ impl<'de> Deserialize<'de> for ResultItem {
         let raw = Box::<RawValue>::deserialize(d)?;
         let owned = SharedStr::from(String::from(Box::<str>::from(raw)));
         ResultItem::decode(&owned).map_err(de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::decode_frame;
+
+    #[test]
+    fn string_fields_are_sliced_from_the_frame_in_the_fast_path() {
+        let payload = "QUJD".repeat(1000);
+        let text = SharedStr::from(format!(
+            r#"{{"data":[{{"taskUUID":"11111111-1111-4111-8111-111111111111","imageUUID":"i","imageBase64Data":"{payload}"}}]}}"#
+        ));
+        let f = decode_frame(&text).unwrap();
+        let b64 = f.items[0].image_base64_data.as_ref().unwrap();
+        assert_eq!(b64.as_str(), payload);
+        let start = text.as_bytes().as_ptr() as usize;
+        let at = b64.as_bytes().as_ptr() as usize;
+        assert!(at > start && at < start + text.len(), "a slice of the frame, not a copy");
+    }
+
+    #[test]
+    fn string_fields_of_other_types_are_kept_in_extra_as_before() {
+        let frame = |item: &str| decode_frame(&SharedStr::from(format!(r#"{{"data":[{item},{{"imageUUID":"ok"}}]}}"#)));
+        for (raw, expect) in [("5", "5"), ("null", "null"), (r#"{"a":[1]}"#, r#"{"a":[1]}"#), ("true", "true")] {
+            let f = frame(&format!(r#"{{"imageURL":{raw},"taskType":"imageInference"}}"#)).unwrap();
+            assert_eq!(f.items.len(), 2, "{raw}");
+            let item = &f.items[0];
+            assert_eq!(item.image_url, None, "{raw}");
+            assert_eq!(item.task_type.as_deref(), Some("imageInference"));
+            assert_eq!(item.extra, vec![(SharedStr::from("imageURL"), SharedStr::from(expect))], "{raw}");
+            assert_eq!(f.items[1].image_uuid.as_deref(), Some("ok"));
+            // The lenient decoder of a single item agrees.
+            let alone = ResultItem::decode(&SharedStr::from(format!(r#"{{"imageURL":{raw}}}"#))).unwrap();
+            assert_eq!(alone.extra, item.extra, "{raw}");
+        }
     }
 }
