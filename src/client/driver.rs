@@ -156,6 +156,9 @@ impl Writer<'_> {
                 }
                 Some(uuid) = queues.tasks.recv() => {
                     self.take(uuid);
+                    // Let callers that are already running submit too, so that
+                    // they share this frame and its flush.
+                    tokio::task::yield_now().await;
                     while self.buf.len() < 4096 {
                         match queues.tasks.try_recv() {
                             Ok(u) => self.take(u),
