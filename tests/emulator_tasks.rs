@@ -338,10 +338,13 @@ async fn media_storage_upload_and_delete() {
     assert_eq!(error_for(&mut ws, &up.to_string()).await["code"], "conflictTaskUUID");
 }
 
+/// One request: method, path, content type, body.
+type Request = (Method, String, Option<String>, Vec<u8>);
+
 /// What the test HTTP server saw.
 #[derive(Default)]
 struct Seen {
-    requests: Mutex<Vec<(Method, String, Option<String>, Vec<u8>)>>,
+    requests: Mutex<Vec<Request>>,
 }
 
 async fn record(
