@@ -85,6 +85,12 @@ async fn url_outputs_download_as_images_of_the_requested_size() {
         // A second fetch comes from the cache, identical.
         assert_eq!(download(url).await.1, bytes);
     }
+    // The largest ttl is accepted and served (no overflow).
+    let id = Uuid::new_v4();
+    send(&mut ws, json!([kontext(id, json!({"ttl": 9223372036854775807u64, "outputFormat":"WEBP"}))])).await;
+    let item = collect(&mut ws, id, 1).await.remove(0);
+    let (status, bytes) = download(item["imageURL"].as_str().unwrap()).await;
+    assert_eq!((status, decode(&bytes)), (200, (ImageFormat::WebP, 1024, 1024)));
 }
 
 #[tokio::test]
