@@ -59,12 +59,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: 
     let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
     let mut writer = Writer { shared, sink, generation, resumed, buf: Vec::new() };
     let ended = writer.run(queues, &mut reader).await;
-    if !reader.is_finished() {
-        // Let the reader take what is already in the socket, then stop it.
-        if tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_err() {
-            reader.abort();
-        }
+    // After a write failure the socket may still hold results: let the reader take
+    // them before the supervisor resends. A silent (dead) socket has nothing to give.
+    let drain = matches!(ended, Ended::Failed(_) | Ended::Shutdown);
+    if drain && !reader.is_finished() && tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_ok() {
+        return ended;
     }
+    reader.abort();
     ended
 }
 
