@@ -174,6 +174,9 @@ impl Writer<'_> {
                         if last_in >= sent {
                             ping_sent = None;
                         } else if now.duration_since(sent) >= ka.timeout {
+                            let silence = now.duration_since(last_in).as_millis();
+                            Counters::add(&self.shared.counters.dead_sockets, 1);
+                            Counters::max(&self.shared.counters.max_dead_silence_ms, u64::try_from(silence).unwrap_or(u64::MAX));
                             return Ended::Dead(ka.timeout);
                         }
                     }
