@@ -109,26 +109,28 @@ fn hostile_frame() -> impl Strategy<Value = String> {
 fn arbitrary_client_frames_never_hurt_the_emulator() {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let emu = rt.block_on(Emulator::builder().api_key("k").latency(Latency::Fixed(Duration::ZERO)).start()).unwrap();
-    let attacker = std::cell::RefCell::new(rt.block_on(authed(&emu)));
+    let attacker = std::cell::RefCell::new(Some(rt.block_on(authed(&emu))));
     let bystander = rt.block_on(Client::builder().url(emu.ws_url()).api_key("k").connect()).unwrap();
     let reconnects = std::cell::Cell::new(0u32);
     let config = ProptestConfig { cases: 256, failure_persistence: None, ..ProptestConfig::default() };
     proptest!(config, |(frame in hostile_frame())| {
         rt.block_on(async {
-            let mut attacker = attacker.borrow_mut();
-            if attacker.send(Message::Text(frame.clone().into())).await.is_err() || !still_answers(&mut attacker).await {
+            let mut ws = attacker.borrow_mut().take().expect("a connection");
+            if ws.send(Message::Text(frame.clone().into())).await.is_err() || !still_answers(&mut ws).await {
                 // A connection may legitimately end (e.g. on a frame over a limit): the
                 // emulator must still take a new one.
                 reconnects.set(reconnects.get() + 1);
-                *attacker = authed(&emu).await;
+                ws = authed(&emu).await;
             }
-            prop_assert!(still_answers(&mut attacker).await, "the emulator stopped answering after {frame:?}");
+            let alive = still_answers(&mut ws).await;
+            *attacker.borrow_mut() = Some(ws);
+            prop_assert!(alive, "the emulator stopped answering after {frame:?}");
             Ok(())
         })?;
     });
     assert_eq!(reconnects.get(), 0, "malformed input gets an error, not a dropped connection");
     // Binary frames too.
-    let mut attacker = attacker.into_inner();
+    let mut attacker = attacker.into_inner().expect("a connection");
     rt.block_on(async {
         attacker.send(Message::Binary(vec![0, 159, 146, 150].into())).await.unwrap();
         assert!(still_answers(&mut attacker).await);
