@@ -7,11 +7,16 @@
 //! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.
 //! - [`client`]: the connection engine — one multiplexed socket, the dispatcher,
 //!   keepalive and the self-healing supervisor.
+//! - `emulator` (feature `emulator`, on by default): a local Runware server for tests,
+//!   benchmarks and key-less runs.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod protocol;
+
+#[cfg(feature = "emulator")]
+pub mod emulator;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,

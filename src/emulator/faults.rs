@@ -1,0 +1,139 @@
+//! Fault injection: what a test can make go wrong, on purpose.
+
+use super::connection::Control;
+use super::state::{Shared, lock};
+use super::stats;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::time::Duration;
+
+/// A fault to inject with [`EmulatorHandle::inject`](super::EmulatorHandle::inject).
+///
+/// Connection faults apply to the connections open at the moment of injection; the
+/// "next" kinds are armed and fire later.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Close every connection's TCP socket abruptly, without a close frame.
+    Drop,
+    /// Close every connection cleanly with a close frame (1001, going away).
+    Close,
+    /// Stop reading and writing on every connection but keep its socket open (no
+    /// pongs, no results) until the idle timeout; its results go to the session
+    /// buffer as if undelivered.
+    HalfOpen,
+    /// Armed: the next time a connection has written some but not all results of a
+    /// task with `numberResults` > 1, drop it abruptly right there.
+    DropMidTask,
+    /// Drop every connection and forget every session with its buffered results. The
+    /// task store (conflicts, `getResponse`) survives.
+    Restart,
+    /// On every connection, send an error for a random unknown `taskUUID` and one with
+    /// no `taskUUID`.
+    StrayError,
+    /// On every connection, send malformed frames: non-JSON text, a JSON array,
+    /// `{"data":5}`, an item without `taskUUID`, and a binary frame.
+    Garbage,
+    /// Armed: each of the next `n` result items is sent twice.
+    DuplicateResults(u32),
+    /// The next `n` WebSocket upgrades get HTTP 503.
+    RefuseHandshakes(u32),
+    /// Armed: the next upgrade is delayed by this long.
+    SlowHandshake(Duration),
+    /// The next `n` authentications get `invalidApiKey`, even with a valid key.
+    RefuseAuth(u32),
+}
+
+/// Armed faults.
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    refuse_handshakes: AtomicU32,
+    slow_handshake: Mutex<Option<Duration>>,
+    refuse_auth: AtomicU32,
+    duplicate_results: AtomicU32,
+    drop_mid_task: AtomicBool,
+}
+
+/// Takes one from `counter` if it is positive.
+fn take(counter: &AtomicU32) -> bool {
+    counter.fetch_update(Relaxed, Relaxed, |n| n.checked_sub(1)).is_ok()
+}
+
+impl FaultState {
+    /// True if this upgrade must be refused.
+    pub fn take_refuse_handshake(&self) -> bool {
+        take(&self.refuse_handshakes)
+    }
+    /// The delay for this upgrade, if one is armed.
+    pub fn take_slow_handshake(&self) -> Option<Duration> {
+        lock(&self.slow_handshake).take()
+    }
+    /// True if this authentication must be refused.
+    pub fn take_refuse_auth(&self) -> bool {
+        take(&self.refuse_auth)
+    }
+    /// True if this result item must be sent twice.
+    pub fn take_duplicate(&self) -> bool {
+        take(&self.duplicate_results)
+    }
+    /// True if a mid-task drop is armed (does not disarm).
+    pub fn drop_mid_task_armed(&self) -> bool {
+        self.drop_mid_task.load(Relaxed)
+    }
+    /// Disarms the mid-task drop; true if this caller is the one that fires it.
+    pub fn fire_drop_mid_task(&self) -> bool {
+        self.drop_mid_task.swap(false, Relaxed)
+    }
+}
+
+/// Applies `fault` now (or arms it).
+pub(crate) fn inject(shared: &Shared, fault: Fault) {
+    stats::bump(&shared.stats.faults_injected);
+    tracing::info!(?fault, "injecting fault");
+    let f = &shared.faults;
+    match fault {
+        Fault::Drop => shared.conns.control_all(Control::Drop),
+        Fault::Close => shared.conns.control_all(Control::Close),
+        Fault::HalfOpen => shared.conns.control_all(Control::HalfOpen),
+        Fault::DropMidTask => f.drop_mid_task.store(true, Relaxed),
+        Fault::Restart => {
+            shared.conns.control_all(Control::Drop);
+            shared.sessions.clear();
+        }
+        Fault::StrayError => shared.conns.each(|c| {
+            let stray = shared.new_uuid();
+            c.push_text(
+                serde_json::json!({"errors":[{
+                    "code":"internalServerError",
+                    "message":"Stray error for a task this connection never sent (fault injection)",
+                    "taskType":"imageInference",
+                    "taskUUID": stray,
+                }]})
+                .to_string(),
+            );
+            c.push_text(
+                serde_json::json!({"errors":[{
+                    "code":"internalServerError",
+                    "message":"Stray error with no task (fault injection)",
+                }]})
+                .to_string(),
+            );
+        }),
+        Fault::Garbage => shared.conns.each(|c| {
+            c.push_text("this is not JSON {".to_string());
+            c.push_text("[1,2,3]".to_string());
+            c.push_text(r#"{"data":5}"#.to_string());
+            c.push_text(r#"{"data":[{"taskType":"imageInference","imageUUID":"not-a-task"}]}"#.to_string());
+            c.push_binary(vec![0xde, 0xad, 0xbe, 0xef]);
+        }),
+        Fault::DuplicateResults(n) => {
+            f.duplicate_results.fetch_add(n, Relaxed);
+        }
+        Fault::RefuseHandshakes(n) => {
+            f.refuse_handshakes.fetch_add(n, Relaxed);
+        }
+        Fault::SlowHandshake(d) => *lock(&f.slow_handshake) = Some(d),
+        Fault::RefuseAuth(n) => {
+            f.refuse_auth.fetch_add(n, Relaxed);
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! A local emulator of the Runware WebSocket API (`shared/protocol.md`), for tests,
+//! benchmarks and key-less runs.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use runware_ws::emulator::{Emulator, Fault, Latency};
+//! use std::time::Duration;
+//!
+//! let emu = Emulator::builder()
+//!     .api_key("test-key")
+//!     .latency(Latency::Fixed(Duration::from_millis(5)))
+//!     .start()
+//!     .await?;
+//! println!("connect to {}", emu.ws_url());
+//! emu.inject(Fault::Drop);
+//! assert_eq!(emu.stats().max_executions_per_task, 0);
+//! emu.shutdown().await;
+//! # Ok(()) }
+//! ```
+//!
+//! Modules, one job each: [`config`] (builder and defaults), `server` (HTTP routes and
+//! the WebSocket upgrade), `connection` (one socket: reader, writer, supervisor),
+//! `handlers` (one function per task type), `session` (sessions and their buffered
+//! results), `tasks` (the per-key task store behind conflicts and `getResponse`),
+//! `validate` (server-side Kontext checks), `inference` (running a task), `render`
+//! (pictures), `media` (served images and uploads), `references` (fetching reference
+//! images), `faults`, `webhook`, `stats`.
+
+pub mod config;
+mod connection;
+mod faults;
+mod handlers;
+mod inference;
+mod media;
+mod references;
+mod render;
+mod server;
+mod session;
+mod state;
+mod stats;
+mod tasks;
+mod validate;
+mod webhook;
+
+pub use config::{Emulator, EmulatorBuilder, Latency};
+pub use faults::Fault;
+pub use server::EmulatorHandle;
+pub use stats::Stats;
+
+/// Why the emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// The listening socket could not be bound.
+    #[error("cannot bind {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The HTTP client used for webhooks and reference images could not be built.
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+    /// The configuration is not usable.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
