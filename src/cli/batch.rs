@@ -235,6 +235,9 @@ async fn execute(
         }
     } else if interrupted {
         progress.println("Interrupted.");
+    } else {
+        // Every line was read (or the connection failed for good): let every task end.
+        while running.join_next().await.is_some() {}
     }
     // Tasks still running after the grace period are cancelled locally; a later run
     // recovers them under the same taskUUIDs.
