@@ -265,9 +265,15 @@ fn check_types(obj: &Map<String, Value>, kontext: bool, v: &mut Vec<Violation>) 
         if w.is_some() || h.is_some() {
             push(rules::dimensions(w, h).map(|_| ()));
         }
-        seed.map(|s| push(rules::seed(s)));
-        n.map(|n| push(rules::number_results(n)));
-        q.map(|q| push(rules::output_quality(q)));
+        if let Some(s) = seed {
+            push(rules::seed(s));
+        }
+        if let Some(n) = n {
+            push(rules::number_results(n));
+        }
+        if let Some(q) = q {
+            push(rules::output_quality(q));
+        }
         if let Some(t) = ttl.filter(|t| *t < rules::TTL_MIN) {
             push(Err(Violation::new("ttl", format!("must be at least {} seconds", rules::TTL_MIN), t)));
         }
@@ -306,7 +312,10 @@ fn check_types(obj: &Map<String, Value>, kontext: bool, v: &mut Vec<Violation>) 
         let tolerance = x.pointer("/bfl/safetyTolerance");
         let tolerance_int = tolerance.and_then(|t| t.as_i64().map(i128::from).or_else(|| t.as_u64().map(i128::from)));
         match (tolerance, tolerance_int) {
-            (Some(_), Some(t)) if kontext || !(0..=255).contains(&t) => push_all(v, rules::safety_tolerance(t)),
+            (Some(_), Some(t)) if kontext => push_all(v, rules::safety_tolerance(t)),
+            (Some(_), Some(t)) if !(0..=255).contains(&t) => {
+                v.push(Violation::new("providerSettings.bfl.safetyTolerance", "must be between 0 and 255", t))
+            }
             (Some(t), None) => {
                 v.push(Violation::new("providerSettings.bfl.safetyTolerance", "must be an integer", short(t)))
             }
