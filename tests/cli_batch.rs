@@ -237,3 +237,40 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_connections_mid_batch_never_run_a_task_twice() {
+    use runware_ws::emulator::Fault;
+    let emu = emulator(Latency::Range(Duration::from_millis(50), Duration::from_millis(150))).await;
+    let dir = scratch("batch-faults");
+    let (input, out) = (dir.join("tasks.jsonl"), dir.join("images"));
+    let lines: Vec<Value> = (0..40)
+        .map(|i| json!({"positivePrompt": format!("Edit {i}: add rain"), "size": "2:3", "numberResults": 1 + i % 2}))
+        .collect();
+    write_jsonl(&input, &lines);
+    let mut cmd = batch_cmd(&emu, &input, &out);
+    cmd.args(["--concurrency", "8", "--no-download", "--json"]);
+    let child = cmd.spawn().unwrap();
+    let faults = async {
+        for fault in [Fault::Drop, Fault::Close, Fault::Restart, Fault::Drop, Fault::DuplicateResults(3), Fault::Drop] {
+            tokio::time::sleep(Duration::from_millis(120)).await;
+            emu.inject(fault);
+        }
+    };
+    let (out_, ()) = tokio::join!(child.wait_with_output(), faults);
+    let out_ = out_.unwrap();
+    let stdout = String::from_utf8_lossy(&out_.stdout);
+    assert_eq!(out_.status.code(), Some(0), "{}", String::from_utf8_lossy(&out_.stderr));
+    let summary: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["ok"], 40, "{summary}");
+    assert!(summary["reconnects"].as_u64().unwrap() >= 1, "the faults hit the batch: {summary}");
+    let by_line = latest_by_line(&journal(&dir.join("tasks.results.jsonl")));
+    for (line, r) in &by_line {
+        assert_eq!(r["status"], "ok", "line {line}: {r}");
+        assert_eq!(r["images"].as_array().unwrap().len(), 1 + (*line as usize - 1) % 2, "line {line}: {r}");
+        let uuid = uuid::Uuid::parse_str(r["taskUUID"].as_str().unwrap()).unwrap();
+        assert_eq!(emu.executions(uuid), 1, "line {line}");
+    }
+    assert_eq!(emu.stats().double_executed, 0);
+    emu.shutdown().await;
+}

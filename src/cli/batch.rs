@@ -214,6 +214,7 @@ async fn execute(
                     }
                     Err(e) => {
                         progress.submitted();
+                        progress.arrived();
                         finish_failed(&ctx, line, task_uuid, e, None).await;
                     }
                 }
@@ -325,6 +326,7 @@ async fn handle_task(
         Running::Task(s) => s.collect_all().await,
     };
     let latency = started.elapsed();
+    ctx.progress.arrived();
     let items = match items {
         Ok(items) => items,
         Err(e) => return finish_failed(&ctx, line, task_uuid, e, Some(latency)).await,

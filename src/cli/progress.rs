@@ -20,6 +20,7 @@ pub struct Progress {
     ok: AtomicU64,
     failed: AtomicU64,
     in_flight: AtomicU64,
+    saving: AtomicU64,
     images: AtomicU64,
     cost_micros: AtomicU64,
     latencies_ms: Mutex<Vec<u64>>,
@@ -58,6 +59,7 @@ impl Progress {
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            saving: AtomicU64::new(0),
             images: AtomicU64::new(0),
             cost_micros: AtomicU64::new(0),
             latencies_ms: Mutex::new(Vec::new()),
@@ -79,9 +81,16 @@ impl Progress {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A submitted task ended.
-    pub fn finished(&self, ok: bool, images: u64, cost: f64, latency: Option<Duration>) {
+    /// A submitted task's results are all in (or it failed): it is no longer in
+    /// flight, and its images are being saved.
+    pub fn arrived(&self) {
         self.in_flight.fetch_sub(1, Relaxed);
+        self.saving.fetch_add(1, Relaxed);
+    }
+
+    /// A task that [arrived](Progress::arrived) ended.
+    pub fn finished(&self, ok: bool, images: u64, cost: f64, latency: Option<Duration>) {
+        self.saving.fetch_sub(1, Relaxed);
         self.record(ok, images, cost, latency);
     }
 
@@ -122,6 +131,10 @@ impl Progress {
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
     }
+    /// Tasks whose images are being saved now.
+    pub fn saving(&self) -> u64 {
+        self.saving.load(Relaxed)
+    }
     /// Images saved (or, without downloads, received).
     pub fn images(&self) -> u64 {
         self.images.load(Relaxed)
@@ -146,7 +159,7 @@ impl Progress {
         Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
     }
 
-    /// `ok 12 · failed 1 · in flight 32 · 8.4 img/s · ETA 42 s`
+    /// `ok 12 · failed 1 · in flight 32 · saving 3 · 8.4 img/s · ETA 42 s`
     pub fn status_line(&self) -> String {
         let secs = self.elapsed().as_secs_f64().max(1e-3);
         let done = self.ok() + self.failed();
@@ -157,10 +170,11 @@ impl Progress {
             super::output::human_duration(Duration::from_secs_f64(remaining as f64 * secs / done as f64))
         };
         format!(
-            "ok {} · failed {} · in flight {} · {:.1} img/s · ETA {eta}",
+            "ok {} · failed {} · in flight {} · saving {} · {:.1} img/s · ETA {eta}",
             self.ok(),
             self.failed(),
             self.in_flight(),
+            self.saving(),
             self.images() as f64 / secs
         )
     }
@@ -211,10 +225,11 @@ mod tests {
         let p = Progress::new(100, true);
         for ms in 1..=100 {
             p.submitted();
+            p.arrived();
             p.finished(ms % 10 != 0, 2, 0.04, Some(Duration::from_millis(ms)));
         }
         p.rejected();
-        assert_eq!((p.ok(), p.failed(), p.in_flight(), p.images()), (90, 11, 0, 200));
+        assert_eq!((p.ok(), p.failed(), p.in_flight(), p.saving(), p.images()), (90, 11, 0, 0, 200));
         assert!((p.cost() - 4.0).abs() < 1e-9);
         assert_eq!(p.percentiles(), Percentiles { p50: 50, p95: 95, p99: 99 });
     }
