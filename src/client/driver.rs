@@ -137,6 +137,11 @@ impl Writer<'_> {
                     return r.unwrap_or_else(|e| Ended::Failed(format!("reader stopped: {e}")));
                 }
                 _ = shutdown => {}
+                _ = self.shared.sweep.notified() => {
+                    if let Err(e) = self.resend_pending().await {
+                        return e;
+                    }
+                }
                 Some(uuid) = queues.polls.recv() => {
                     let mut uuids = vec![uuid];
                     while uuids.len() < 256 {

@@ -202,6 +202,19 @@ impl ClientBuilder {
     }
 }
 
+/// Depths of the client's queues: see [`Client::queue_depths`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueDepths {
+    /// Tasks in the pending table.
+    pub pending: usize,
+    /// Task UUIDs waiting for the writer (cancelled ones included until drained).
+    pub outbound: usize,
+    /// `getResponse` polls waiting for the writer.
+    pub polls_queued: usize,
+    /// Tasks being polled (pruned lazily after they end).
+    pub poll_set: usize,
+}
+
 /// What to submit, serialized once.
 struct Prepared {
     uuid: Uuid,
@@ -351,6 +364,23 @@ impl Client {
         self.inner.shared.counters.snapshot()
     }
 
+    /// The latest reconnect delays (up to 256), oldest first: what the backoff
+    /// policy actually produced.
+    pub fn reconnect_delays(&self) -> Vec<Duration> {
+        self.inner.shared.reconnect_delays.lock().map(|d| d.iter().copied().collect()).unwrap_or_default()
+    }
+
+    /// How full the internal queues are now (all zero when the client is idle).
+    pub fn queue_depths(&self) -> QueueDepths {
+        let s = &self.inner.shared;
+        QueueDepths {
+            pending: s.pending.len(),
+            outbound: s.outbound.max_capacity() - s.outbound.capacity(),
+            polls_queued: s.control.max_capacity() - s.control.capacity(),
+            poll_set: s.poll_set.lock().map(|p| p.len()).unwrap_or(0),
+        }
+    }
+
     /// Tasks in the pending table now.
     pub fn pending(&self) -> usize {
         self.inner.shared.pending.len()
@@ -484,12 +514,16 @@ impl Client {
             timeout,
             done: false,
         };
-        if send {
-            // The queue holds at most one entry per in-flight slot, so this never
-            // waits; if the writer is gone the supervisor will resend from the table.
-            let _ = shared.outbound.try_send(uuid);
+        if send && shared.outbound.try_send(uuid).is_err() {
+            // The queue is full of cancelled tasks' entries (or the writer is between
+            // connections): the writer's sweep sends everything not yet sent.
+            shared.sweep.notify_one();
         }
         shared.supervisor_wake.notify_one();
+        if let Some(e) = shared.terminal_error() {
+            // The client ended while this task was being registered.
+            shared.fail(&uuid, e);
+        }
         Ok(stream)
     }
 }

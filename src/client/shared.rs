@@ -27,6 +27,9 @@ pub(crate) struct Shared {
     /// Tasks being recovered or fetched with `getResponse`.
     pub(crate) poll_set: Mutex<HashSet<Uuid>>,
     pub(crate) poll_wake: Notify,
+    /// Asks the writer to send every pending task it has not sent on this
+    /// connection (the fallback when the outbound queue could not take a task).
+    pub(crate) sweep: Notify,
     /// When the poller next wakes on its own (ms since `epoch`).
     pub(crate) poll_next_ms: AtomicU64,
     pub(crate) counters: Counters,
@@ -43,6 +46,8 @@ pub(crate) struct Shared {
     pub(crate) generation: AtomicU64,
     pub(crate) connected: AtomicBool,
     pub(crate) session: Mutex<Option<String>>,
+    /// The latest reconnect delays (bounded), for checking the policy.
+    pub(crate) reconnect_delays: Mutex<std::collections::VecDeque<std::time::Duration>>,
     /// Milliseconds since `epoch` of the last inbound message.
     pub(crate) last_inbound_ms: AtomicU64,
     pub(crate) epoch: Instant,
@@ -58,6 +63,7 @@ impl Shared {
             control,
             poll_set: Mutex::new(HashSet::new()),
             poll_wake: Notify::new(),
+            sweep: Notify::new(),
             poll_next_ms: AtomicU64::new(0),
             counters: Counters::default(),
             state: watch::Sender::new(ConnectionState::Connecting),
@@ -70,6 +76,7 @@ impl Shared {
             generation: AtomicU64::new(0),
             connected: AtomicBool::new(false),
             session: Mutex::new(None),
+            reconnect_delays: Mutex::new(std::collections::VecDeque::new()),
             last_inbound_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }

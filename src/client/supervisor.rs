@@ -44,6 +44,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
             {
                 let delay = shared.config.reconnect.delay(attempt, fastrand::f64());
                 tracing::debug!(attempt, ?delay, "reconnect backoff");
+                if let Ok(mut d) = shared.reconnect_delays.lock() {
+                    if d.len() == 256 {
+                        d.pop_front();
+                    }
+                    d.push_back(delay);
+                }
                 let stop = shared.shutdown_notify.notified();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
@@ -98,7 +104,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
 /// Ends the client for good: records the terminal error, fails every waiting task.
 fn finish(shared: &Shared, err: ClientError) {
     shared.set_terminal(err.clone());
+    shared.set_state(ConnectionState::Closed);
     shared.fail_all(&err);
     shared.request_shutdown();
-    shared.set_state(ConnectionState::Closed);
 }

@@ -117,10 +117,11 @@ async fn two_thousand_tasks_share_one_connection() {
 }
 
 async fn survives(fault: Fault, max_n: u32) -> (runware_ws::Metrics, runware_ws::emulator::Stats) {
-    let emu = emulator(Latency::Range(Duration::from_millis(5), Duration::from_millis(60))).await;
+    let emu = emulator(Latency::Range(Duration::from_millis(20), Duration::from_millis(300))).await;
     let c = client(&emu, 1024).await;
-    let emu_ref = &emu;
-    run_batch(&emu, &c, 300, max_n, 60, || async move {
+    let (emu_ref, c_ref) = (&emu, &c);
+    run_batch(&emu, &c, 300, max_n, 30, || async move {
+        assert!(c_ref.pending() > 0, "the fault must hit tasks in flight");
         emu_ref.inject(fault);
     })
     .await;
@@ -294,17 +295,22 @@ async fn auth_failure_is_final_and_quick() {
     assert!(!err.to_string().contains("wrong-key"), "the key never shows: {err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(emu.stats().auth_failures, 1, "no retry storm");
+    emu.shutdown().await;
     // Refused on a reconnect: waiting callers get the auth error at once.
-    let c = client(&emu, 16).await;
-    let pending = c.kontext_stream(Kontext::builder().prompt("slow one").size(KontextSize::R1x1).build().unwrap());
-    let stream = pending.await.expect("submitted");
-    emu.inject(Fault::RefuseAuth(100));
-    emu.inject(Fault::Drop);
+    let slow = emulator(Latency::Fixed(Duration::from_secs(30))).await;
+    let c = client(&slow, 16).await;
+    let stream = c.kontext_stream(task(4, 1)).await.expect("submitted");
+    slow.inject(Fault::RefuseAuth(100));
+    slow.inject(Fault::Drop);
+    let started = std::time::Instant::now();
     let got = stream.collect_all().await;
-    assert!(matches!(got, Err(ClientError::Auth(_)) | Ok(_)), "{got:?}");
+    assert!(matches!(got, Err(ClientError::Auth(_))), "{got:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "at once, not at the deadline");
     let after = c.kontext(task(5, 1)).await;
     assert!(matches!(after, Err(ClientError::Auth(_))), "{after:?}");
-    emu.shutdown().await;
+    assert_eq!(*c.state().borrow(), ConnectionState::Closed);
+    assert_eq!(slow.stats().auth_failures, 1, "one refusal, no retry storm");
+    slow.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -391,7 +397,11 @@ async fn raw_tasks_share_the_guarantees() {
     let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
     let up = c.upload_image(png).await.expect("uploaded");
     let image_uuid = up.image_uuid.clone().expect("imageUUID");
-    let t = Kontext::builder().prompt("edit the upload").size(KontextSize::R1x1).reference_image(image_uuid.to_string()).build();
+    let t = Kontext::builder()
+        .prompt("edit the upload")
+        .size(KontextSize::R1x1)
+        .reference_image(image_uuid.to_string())
+        .build();
     assert_eq!(c.kontext(t.unwrap()).await.expect("reference by UUID").len(), 1);
     let unsupported = c
         .raw(serde_json::json!({"taskType":"imageCaption","inputImage": image_uuid.to_string()}))

@@ -1,0 +1,39 @@
+//! Load held: 10,000 tasks in flight at once over one socket all complete.
+
+use runware_ws::emulator::{Emulator, Latency};
+use runware_ws::{Client, Kontext, KontextSize};
+use std::time::Duration;
+
+fn tasks(n: usize) -> Vec<runware_ws::ImageInference> {
+    (0..n).map(|i| Kontext::builder().prompt(format!("load {i}")).size(KontextSize::R1x1).build().unwrap()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_tasks_in_flight_over_one_socket_complete() {
+    const N: usize = 10_000;
+    // Tasks are answered only well after every one of them is on the wire.
+    let emu = Emulator::builder().api_key("k").latency(Latency::Fixed(Duration::from_secs(4))).start().await.unwrap();
+    let client = Client::builder()
+        .url(emu.ws_url())
+        .api_key("k")
+        .max_in_flight(N)
+        .task_timeout(Duration::from_secs(120))
+        .connect()
+        .await
+        .unwrap();
+    let mut streams = Vec::with_capacity(N);
+    for t in tasks(N) {
+        streams.push(client.kontext_stream(t).await.unwrap());
+    }
+    assert_eq!(client.pending(), N);
+    let results = futures::future::join_all(streams.into_iter().map(|s| s.collect_all())).await;
+    for r in results {
+        assert_eq!(r.expect("completes").len(), 1);
+    }
+    assert_eq!(client.pending(), 0);
+    let stats = emu.stats();
+    assert_eq!(stats.connections, 1, "one socket");
+    assert!(stats.max_outstanding >= N as u64 - 16, "all {N} were in flight at once: {}", stats.max_outstanding);
+    assert_eq!(stats.double_executed, 0);
+    emu.shutdown().await;
+}
