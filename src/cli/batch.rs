@@ -102,15 +102,26 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
             prior.unreadable
         ));
     }
-    let (to_run, already_done) = {
+    let survey = {
         let (path, prior) = (canonical.clone(), prior.clone());
         blocking(move || survey(&path, &prior)).await?
     };
+    let (to_run, already_done) = (survey.to_run, survey.done_ok + survey.done_failed);
     if already_done > 0 {
         out.notice(&format!(
             "Resuming: {already_done} line(s) already done per {}; {to_run} to run",
             results_path.display()
         ));
+    }
+    if to_run == 0 {
+        // Nothing to send: no connection, no emulator.
+        let summary = Summary {
+            skipped_ok: survey.done_ok,
+            skipped_failed: survey.done_failed,
+            ..Summary::empty(&args, &results_path)
+        };
+        print_summary(out, &summary);
+        return Ok(if survey.done_failed > 0 { EXIT_FAILED } else { EXIT_OK });
     }
 
     let endpoint = Endpoint::resolve(&api, out).await?;
@@ -260,9 +271,6 @@ async fn execute(
     let wall = progress.elapsed();
     let secs = wall.as_secs_f64().max(1e-6);
     let summary = Summary {
-        input: args.file.display().to_string(),
-        results: results_path.display().to_string(),
-        out: args.out.display().to_string(),
         ok: progress.ok(),
         failed: progress.failed(),
         skipped_ok,
@@ -276,6 +284,7 @@ async fn execute(
         reconnects: client.metrics().reconnects,
         interrupted,
         not_finished,
+        ..Summary::empty(args, &results_path)
     };
     print_summary(out, &summary);
 
@@ -301,6 +310,30 @@ async fn execute(
 enum Running {
     Kontext(KontextStream),
     Task(TaskStream),
+}
+
+impl Summary {
+    /// A summary of a run that did nothing.
+    fn empty(args: &BatchArgs, results_path: &Path) -> Summary {
+        Summary {
+            input: args.file.display().to_string(),
+            results: results_path.display().to_string(),
+            out: args.out.display().to_string(),
+            ok: 0,
+            failed: 0,
+            skipped_ok: 0,
+            skipped_failed: 0,
+            images: 0,
+            cost: 0.0,
+            wall_seconds: 0.0,
+            tasks_per_second: 0.0,
+            images_per_second: 0.0,
+            latency_ms: Percentiles::default(),
+            reconnects: 0,
+            interrupted: false,
+            not_finished: 0,
+        }
+    }
 }
 
 async fn submit(client: &Client, task: Task) -> Result<Running, ClientError> {
@@ -456,12 +489,21 @@ fn line_uuid(canonical: &str, line: usize, text: &str) -> (Uuid, Result<serde_js
     (own.unwrap_or(derived), value)
 }
 
+/// What the first pass over the input found.
+#[derive(Debug, Default)]
+struct Survey {
+    to_run: u64,
+    done_ok: u64,
+    done_failed: u64,
+}
+
 /// Counts the lines to run and those already done (a first, cheap pass).
-fn survey(path: &Path, prior: &Prior) -> Result<(u64, u64), CliError> {
+fn survey(path: &Path, prior: &Prior) -> Result<Survey, CliError> {
     let canonical = path.display().to_string();
     let mut reader = open(path)?;
     let mut buf = Vec::new();
-    let (mut line, mut to_run, mut done) = (0usize, 0u64, 0u64);
+    let mut line = 0usize;
+    let mut survey = Survey::default();
     while next_line(&mut reader, &mut buf, path)? {
         line += 1;
         let text = String::from_utf8_lossy(&buf);
@@ -474,13 +516,13 @@ fn survey(path: &Path, prior: &Prior) -> Result<(u64, u64), CliError> {
         } else {
             input::derive_task_uuid(&canonical, line, &text)
         };
-        if prior.done(&uuid).is_some() {
-            done += 1;
-        } else {
-            to_run += 1;
+        match prior.done(&uuid) {
+            Some(r) if r.status == Status::Ok => survey.done_ok += 1,
+            Some(_) => survey.done_failed += 1,
+            None => survey.to_run += 1,
         }
     }
-    Ok((to_run, done))
+    Ok(survey)
 }
 
 /// The reader: one [`Item`] per non-blank line, into a bounded channel (blocking thread).
