@@ -29,6 +29,7 @@ async fn a_batch_saves_every_image_and_journals_every_line() {
             json!({"positivePrompt":"Paint it as a watercolor","size":"3:2","inputs":{"referenceImages":[data_uri]}}),
             json!({"positivePrompt":"Night under a full moon","size":"9:16","outputType":"base64Data","outputFormat":"PNG"}),
             json!({"taskType":"imageInference","model":"bfl:3@1","positivePrompt":"Golden hour","size":"21:9","outputType":"dataURI","outputFormat":"WEBP"}),
+            json!({"taskType":"imageUpload","image":data_uri}),
         ],
     );
     let mut cmd = batch_cmd(&emu, &input, &out);
@@ -38,7 +39,7 @@ async fn a_batch_saves_every_image_and_journals_every_line() {
     let summary: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON summary");
     assert_eq!(
         (summary["ok"].as_u64(), summary["failed"].as_u64(), summary["images"].as_u64()),
-        (Some(4), Some(0), Some(5))
+        (Some(5), Some(0), Some(6))
     );
     assert!((summary["cost"].as_f64().unwrap() - 0.08).abs() < 1e-9, "{summary}");
     for key in ["wallSeconds", "tasksPerSecond", "latencyMs", "reconnects"] {
@@ -46,7 +47,7 @@ async fn a_batch_saves_every_image_and_journals_every_line() {
     }
 
     let records = journal(&dir.join("tasks.results.jsonl"));
-    assert_eq!(records.len(), 4);
+    assert_eq!(records.len(), 5);
     let mut files = 0;
     for r in &records {
         assert_eq!(r["status"], "ok", "{r}");
@@ -61,9 +62,12 @@ async fn a_batch_saves_every_image_and_journals_every_line() {
             files += 1;
         }
         let uuid = uuid::Uuid::parse_str(r["taskUUID"].as_str().unwrap()).unwrap();
-        assert_eq!(emu.executions(uuid), 1);
+        if line <= 4 {
+            assert_eq!(emu.executions(uuid), 1);
+        }
     }
-    assert_eq!(files, 5);
+    // The upload (a raw task) came back as an image too, and was downloaded.
+    assert_eq!(files, 6);
     let names: Vec<String> =
         std::fs::read_dir(&out).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     assert!(names.iter().any(|n| n.ends_with(".png")) && names.iter().any(|n| n.ends_with(".webp")), "{names:?}");
@@ -75,8 +79,8 @@ async fn a_batch_saves_every_image_and_journals_every_line() {
     let again = exec(cmd).await;
     assert_eq!(again.code, 0, "{again:?}");
     let summary: Value = serde_json::from_str(again.stdout.trim()).unwrap();
-    assert_eq!((summary["ok"].as_u64(), summary["skippedOk"].as_u64()), (Some(0), Some(4)));
-    assert_eq!(journal(&dir.join("tasks.results.jsonl")).len(), 4);
+    assert_eq!((summary["ok"].as_u64(), summary["skippedOk"].as_u64()), (Some(0), Some(5)));
+    assert_eq!(journal(&dir.join("tasks.results.jsonl")).len(), 5);
     assert_eq!(emu.stats().double_executed, 0);
     emu.shutdown().await;
 }
@@ -98,6 +102,7 @@ async fn bad_lines_are_named_and_skipped_while_the_rest_runs() {
             json!({"positivePrompt":"Make it snow","size":"5:4"}),
             json!(""),
             json!({"positivePrompt":"Make it rain","size":"4:3","inputs":{"referenceImages":["pine.png"]},"outputType":"base64Data"}),
+            json!({"taskType":"promptEnhance","prompt":"a cat"}),
         ],
     );
     let run = exec(batch_cmd(&emu, &input, &out)).await;
@@ -112,7 +117,11 @@ async fn bad_lines_are_named_and_skipped_while_the_rest_runs() {
     assert!(run.stderr.contains("does not exist"), "{}", run.stderr);
 
     let by_line = latest_by_line(&journal(&dir.join("tasks.results.jsonl")));
-    assert_eq!(by_line.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 8]);
+    assert_eq!(by_line.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 8, 9]);
+    // A task type the server refuses: its error, code and parameter included.
+    assert_eq!(by_line[&9]["code"], "unsupportedTaskType", "{}", by_line[&9]);
+    assert_eq!(by_line[&9]["parameter"], "taskType");
+    assert!(run.stderr.contains("line 9: unsupportedTaskType [taskType]"), "{}", run.stderr);
     for ok in [1, 8] {
         assert_eq!(by_line[&ok]["status"], "ok", "{}", by_line[&ok]);
     }

@@ -61,6 +61,23 @@ enum Stop {
     No,
     /// The connection is gone for good (auth refused, unreachable).
     Fatal(String),
+    /// The journal cannot be written: running on would lose the record of what ran.
+    Journal,
+}
+
+impl Ctx {
+    /// Journals a record; if the journal is gone, stops the run.
+    async fn journal(&self, record: Record) {
+        if self.journal.send(record).await.is_err() {
+            self.stop.send_if_modified(|s| {
+                let first = *s == Stop::No;
+                if first {
+                    *s = Stop::Journal;
+                }
+                first
+            });
+        }
+    }
 }
 
 /// The summary of a run, printed at the end (`--json`: on stdout).
@@ -124,6 +141,7 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
         return Ok(if survey.done_failed > 0 { EXIT_FAILED } else { EXIT_OK });
     }
 
+    tokio::fs::create_dir_all(&args.out).await.map_err(|source| CliError::Write { path: args.out.clone(), source })?;
     let endpoint = Endpoint::resolve(&api, out).await?;
     let concurrency = args.concurrency as usize;
     let client = match endpoint
@@ -201,7 +219,7 @@ async fn execute(
                 progress.println(&format!("error: {}", error.describe(line)));
                 progress.rejected();
                 let record = Record::error(line, task_uuid, error.code, error.message, error.parameter, true);
-                let _ = ctx.journal.send(record).await;
+                ctx.journal(record).await;
             }
             Item::Task { line, task_uuid, task } => {
                 let fallback_ext = task.fallback_ext();
@@ -263,7 +281,7 @@ async fn execute(
     progress.clear();
     let fatal = match &*ctx.stop.borrow() {
         Stop::Fatal(reason) => Some(reason.clone()),
-        Stop::No => None,
+        Stop::No | Stop::Journal => None,
     };
     drop(ctx);
     let written = journal.finish().await;
@@ -393,7 +411,7 @@ async fn handle_task(
         }
     };
     drop(permit);
-    let _ = ctx.journal.send(record).await;
+    ctx.journal(record).await;
 }
 
 /// Journals a task that failed (at submission or later) and stops the run when the
@@ -426,7 +444,7 @@ async fn finish_failed(ctx: &Ctx, line: usize, task_uuid: Uuid, e: ClientError, 
         latency_ms: latency.map(millis),
         ..Record::error(line, task_uuid, code, message, parameter, is_final)
     };
-    let _ = ctx.journal.send(record).await;
+    ctx.journal(record).await;
 }
 
 /// (code, parameter, final) of a task's failure. Final: the server decided, and
