@@ -70,7 +70,7 @@ async fn edit_saves_every_image_and_reports_them() {
 
     // URL output (the default) is downloaded; the text report has one line per image.
     let mut cmd = runware();
-    cmd.args(api(&emu)).args(["edit", "--prompt", "Make it snow", "--aspect", "16:9", "--async"]);
+    cmd.args(api(&emu)).args(["-vvv", "edit", "--prompt", "Make it snow", "--aspect", "16:9", "--async"]);
     cmd.arg("--out").arg(&out);
     let run = exec(cmd).await;
     assert_eq!(run.code, 0, "{run:?}");
@@ -98,7 +98,7 @@ async fn bad_flags_name_the_parameter_and_a_bad_key_exits_3() {
     assert!(missing.stderr.contains("does not exist"), "{}", missing.stderr);
 
     let mut cmd = runware();
-    cmd.args(["--url", &emu.ws_url(), "--api-key", "sk-wrong-key-123", "edit", "--prompt", "Make it snow"]);
+    cmd.args(["-vvv", "--url", &emu.ws_url(), "--api-key", "sk-wrong-key-123", "edit", "--prompt", "Make it snow"]);
     let refused = exec(cmd).await;
     assert_eq!(refused.code, 3, "{refused:?}");
     assert!(refused.stderr.contains("authentication refused"), "{}", refused.stderr);
