@@ -46,7 +46,7 @@ impl Progress {
         let bar = (!quiet && terminal).then(|| {
             let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
             if let Ok(style) = ProgressStyle::with_template(
-                "{spinner:.green} {elapsed_precise} [{bar:28.cyan/blue}] {pos}/{len} {msg}",
+                "{spinner:.green} {elapsed_precise} [{bar:40.cyan/blue}] {pos}/{len}\n  {msg}",
             ) {
                 bar.set_style(style.progress_chars("=> "));
             }
