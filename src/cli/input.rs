@@ -1,7 +1,7 @@
 //! Batch input: one task object per line, in the wire format's field names.
 //!
 //! - `taskType` defaults to `imageInference`, `model` to `bfl:3@1`.
-//! - `taskUUID` is optional: without one, a line gets a UUID v5 derived from the
+//! - `taskUUID` is optional: without one, a line gets a UUID derived from the
 //!   input file's canonical path, the line number and a hash of the line, so the
 //!   same line of the same file always has the same taskUUID (what makes a batch
 //!   resumable without running anything twice).
@@ -27,12 +27,14 @@ const TASK_NAMESPACE: Uuid = Uuid::from_u128(0x8c4e_1f0a_52b3_4c8e_9d57_2a61_f3b
 /// Namespace of line content hashes.
 const CONTENT_NAMESPACE: Uuid = Uuid::from_u128(0x3b9d_62c7_0e48_4f15_a1d2_97c3_5e80_b6f9);
 
-/// The taskUUID of a line without one: UUID v5 of (canonical input path, line
-/// number, content hash), where the content hash is itself a UUID v5 (SHA-1) of
-/// the line's bytes.
+/// The taskUUID of a line without one: the SHA-1 name-based hash of (canonical
+/// input path, line number, content hash) — computed as a UUID v5, whose content
+/// hash is itself a UUID v5 of the line's bytes — then stamped as a version-4 UUID,
+/// because the API requires taskUUIDs to be UUID v4. Deterministic all the same.
 pub fn derive_task_uuid(canonical_input: &str, line: usize, content: &str) -> Uuid {
     let content_hash = Uuid::new_v5(&CONTENT_NAMESPACE, content.as_bytes());
-    Uuid::new_v5(&TASK_NAMESPACE, format!("{canonical_input}\n{line}\n{content_hash}").as_bytes())
+    let hashed = Uuid::new_v5(&TASK_NAMESPACE, format!("{canonical_input}\n{line}\n{content_hash}").as_bytes());
+    uuid::Builder::from_random_bytes(hashed.into_bytes()).into_uuid()
 }
 
 /// A task ready to submit.
@@ -408,6 +410,6 @@ mod tests {
         assert_ne!(a, derive_task_uuid("/x/in.jsonl", 2, "{}"));
         assert_ne!(a, derive_task_uuid("/y/in.jsonl", 1, "{}"));
         assert_ne!(a, derive_task_uuid("/x/in.jsonl", 1, "{ }"));
-        assert_eq!(a.get_version_num(), 5);
+        assert_eq!(a.get_version_num(), 4, "the API takes UUID v4 taskUUIDs");
     }
 }
