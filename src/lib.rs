@@ -9,6 +9,7 @@
 //!   keepalive and the self-healing supervisor.
 //! - `emulator` (feature `emulator`, on by default): a local Runware server for tests,
 //!   benchmarks and key-less runs.
+//! - `cli` (feature `cli`, on by default): the `runware` command-line tool.
 
 #![warn(missing_docs)]
 
@@ -17,6 +18,9 @@ pub mod protocol;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;
+
+#[cfg(feature = "cli")]
+pub mod cli;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,

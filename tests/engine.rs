@@ -148,6 +148,9 @@ async fn survives_half_open_silence() {
     let (m, _) = survives(Fault::HalfOpen, 3).await;
     assert!(m.reconnects >= 1, "a silent socket is found by keepalive: {m:?}");
     assert!(m.pings >= 1);
+    assert_eq!(m.dead_sockets, 1, "{m:?}");
+    // Keepalive of the test client: a ping after 200 ms of silence, 400 ms for its answer.
+    assert!(m.max_dead_silence_ms >= 600 && m.max_dead_silence_ms <= 600 + 400, "{m:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

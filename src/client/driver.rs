@@ -59,12 +59,13 @@ pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: 
     let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
     let mut writer = Writer { shared, sink, generation, resumed, buf: Vec::new() };
     let ended = writer.run(queues, &mut reader).await;
-    if !reader.is_finished() {
-        // Let the reader take what is already in the socket, then stop it.
-        if tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_err() {
-            reader.abort();
-        }
+    // After a write failure the socket may still hold results: let the reader take
+    // them before the supervisor resends. A silent (dead) socket has nothing to give.
+    let drain = matches!(ended, Ended::Failed(_) | Ended::Shutdown);
+    if drain && !reader.is_finished() && tokio::time::timeout(Duration::from_millis(200), &mut reader).await.is_ok() {
+        return ended;
     }
+    reader.abort();
     ended
 }
 
@@ -176,6 +177,9 @@ impl Writer<'_> {
                         if last_in >= sent {
                             ping_sent = None;
                         } else if now.duration_since(sent) >= ka.timeout {
+                            let silence = now.duration_since(last_in).as_millis();
+                            Counters::add(&self.shared.counters.dead_sockets, 1);
+                            Counters::max(&self.shared.counters.max_dead_silence_ms, u64::try_from(silence).unwrap_or(u64::MAX));
                             return Ended::Dead(ka.timeout);
                         }
                     }

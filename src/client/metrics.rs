@@ -50,6 +50,10 @@ counters! {
     polls,
     /// Application pings sent.
     pings,
+    /// Sockets declared dead by the keepalive (no answer to a ping in time).
+    dead_sockets,
+    /// The longest inbound silence (ms) before a socket was declared dead.
+    max_dead_silence_ms,
     /// Sessions resumed after a reconnect.
     sessions_resumed,
     /// Frames received.
@@ -61,5 +65,9 @@ counters! {
 impl Counters {
     pub(crate) fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn max(counter: &AtomicU64, n: u64) {
+        counter.fetch_max(n, Ordering::Relaxed);
     }
 }

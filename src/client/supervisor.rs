@@ -84,6 +84,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                         tracing::info!(reason = %other, "connection lost");
                         last_error = other.to_string();
                         attempt = 1;
+                        shared.set_state(ConnectionState::Reconnecting { attempt, last_error: last_error.clone() });
                     }
                 }
             }

@@ -119,10 +119,13 @@ impl ConnShared {
     }
 }
 
+/// A registered connection and its supervisor's control channel.
+type ConnEntry = (Arc<ConnShared>, mpsc::Sender<Control>);
+
 /// The open connections, for faults.
 #[derive(Default)]
 pub(crate) struct ConnRegistry {
-    map: Mutex<HashMap<u64, (Arc<ConnShared>, mpsc::Sender<Control>)>>,
+    map: Mutex<HashMap<u64, ConnEntry>>,
     next: AtomicU64,
 }
 

@@ -49,7 +49,7 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
                 task_error("invalidReferenceImage", message, tag::ImageInference::NAME, &p.task_uuid.to_string())
                     .with_parameter("inputs.referenceImages");
             e.documentation = Some("https://runware.ai/docs/models/bfl-flux-1-kontext-pro".into());
-            fail(shared, record, session, p, serde_json::to_value(&e).unwrap_or(Value::Null));
+            fail(shared, record, session, serde_json::to_value(&e).unwrap_or(Value::Null));
             return;
         }
     };
@@ -75,7 +75,7 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
             Ok(item) => item,
             Err(message) => {
                 let e = task_error("inferenceError", message, tag::ImageInference::NAME, &p.task_uuid.to_string());
-                fail(shared, record, session, p, serde_json::to_value(&e).unwrap_or(Value::Null));
+                fail(shared, record, session, serde_json::to_value(&e).unwrap_or(Value::Null));
                 return;
             }
         };
@@ -149,7 +149,7 @@ async fn make_item(
 }
 
 /// Records a task failure and delivers the error.
-fn fail(shared: &Shared, record: &TaskRecord, session: Option<&Session>, p: &InferenceParams, error: Value) {
+fn fail(shared: &Shared, record: &TaskRecord, session: Option<&Session>, error: Value) {
     let json: Arc<str> = Arc::from(error.to_string());
     record.fail(error);
     if let Some(s) = session {

@@ -70,7 +70,10 @@ impl MediaStore {
     /// Makes `uuid` servable until `ttl` from now, rendered on first fetch.
     pub fn add_recipe(&self, uuid: Uuid, recipe: Arc<Recipe>, ttl: Duration) {
         let mut r = lock(&self.recipes);
-        r.insert(uuid, (recipe, Instant::now() + ttl));
+        let now = Instant::now();
+        // A huge ttl means "forever" (a century), never an overflow.
+        let until = now.checked_add(ttl).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
+        r.insert(uuid, (recipe, until));
         while r.map.len() > MAX_RECIPES {
             r.pop_oldest();
         }

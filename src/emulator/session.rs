@@ -124,7 +124,7 @@ impl Session {
     /// `conn_id` is the attached connection.
     pub fn pop_batch(&self, conn_id: u64, max_items: usize, max_bytes: usize) -> Vec<Queued> {
         let mut inner = lock(&self.inner);
-        if !inner.attached.as_ref().is_some_and(|c| c.id == conn_id) {
+        if inner.attached.as_ref().is_none_or(|c| c.id != conn_id) {
             return Vec::new();
         }
         let mut out = Vec::new();
@@ -150,7 +150,7 @@ impl Session {
         for item in items.into_iter().rev() {
             inner.queue.push_front(item);
         }
-        if !inner.attached.as_ref().is_some_and(|c| c.id == conn_id) {
+        if inner.attached.as_ref().is_none_or(|c| c.id != conn_id) {
             Self::mark_buffered(&mut inner, stats);
         }
     }

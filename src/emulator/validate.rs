@@ -1,6 +1,10 @@
 //! Server-side checks of raw task JSON, with Runware-style error codes. The Kontext
 //! rules themselves are `protocol::kontext::rules`, shared with the client.
 
+// `ApiError` is large, but an error here is the end of a task's path: no hot loop
+// carries it, so boxing would only add noise.
+#![allow(clippy::result_large_err)]
+
 use crate::protocol::kontext::{MODEL, rules};
 use crate::protocol::{
     ApiError, DeliveryMethod, ErrorParameter, KontextSize, OutputFormat, OutputType, ReferenceImage,
