@@ -115,6 +115,7 @@ fn main() {
     for (name, size) in bench_support::sizes() {
         println!("   size_of {name:<20} {size:>5} B");
     }
+    rt.block_on(future_sizes());
     let pending = rt.block_on(pending_tasks());
     let base64 = rt.block_on(base64_results());
     let routed = base64_routed();
@@ -132,6 +133,16 @@ fn main() {
     if std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()).is_ok() {
         println!("report written to {}", path.display());
     }
+}
+
+/// The state a caller keeps per task while it waits (the futures are never polled).
+async fn future_sizes() {
+    let server = Server::start(Reply::Silent);
+    let client = Client::builder().url(server.url()).api_key("k").connect().await.expect("connect");
+    let kontext = std::mem::size_of_val(&client.kontext(common::kontext_task()));
+    let stream = std::mem::size_of_val(&client.kontext_stream(common::kontext_task()));
+    println!("   size_of client.kontext(…) future   {kontext:>5} B (kontext_stream(…): {stream} B)");
+    client.close(Duration::ZERO).await;
 }
 
 /// 100,000 tasks submitted to a server that never answers.
