@@ -244,7 +244,7 @@ async fn run(plan: Plan) {
 
     client.close(Duration::from_secs(1)).await;
     emu.shutdown().await;
-    drop((client, emu));
+    drop((client, emu, seen_images, cancelled));
 
     // Memory: with the client and the emulator gone, what the run allocated is
     // given back (glibc keeps freed pages until asked to trim them).

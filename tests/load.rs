@@ -1,12 +1,10 @@
 //! Load held: 10,000 tasks in flight at once over one socket all complete.
 
-use runware_ws::emulator::{Emulator, Latency};
-use runware_ws::{Client, Kontext, KontextSize};
-use std::time::Duration;
+mod support;
 
-fn tasks(n: usize) -> Vec<runware_ws::ImageInference> {
-    (0..n).map(|i| Kontext::builder().prompt(format!("load {i}")).size(KontextSize::R1x1).build().unwrap()).collect()
-}
+use runware_ws::emulator::{Emulator, Latency};
+use runware_ws::Client;
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_tasks_in_flight_over_one_socket_complete() {
@@ -22,7 +20,7 @@ async fn ten_thousand_tasks_in_flight_over_one_socket_complete() {
         .await
         .unwrap();
     let mut streams = Vec::with_capacity(N);
-    for t in tasks(N) {
+    for t in support::kontext_tasks(N) {
         streams.push(client.kontext_stream(t).await.unwrap());
     }
     assert_eq!(client.pending(), N);

@@ -3,7 +3,7 @@
 
 mod support;
 
-use runware_ws::{Client, Kontext, KontextSize};
+use runware_ws::Client;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -34,10 +34,6 @@ static ALLOC: Counting = Counting;
 /// serialized frame, including its stream, mailbox, table entry and queue slot.
 const BOUND_PER_TASK: i64 = 2048;
 
-fn tasks(n: usize) -> Vec<runware_ws::ImageInference> {
-    (0..n).map(|i| Kontext::builder().prompt(format!("load {i}")).size(KontextSize::R1x1).build().unwrap()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pending_task_costs_a_bounded_number_of_bytes() {
     const N: usize = 10_000;
@@ -52,7 +48,7 @@ async fn a_pending_task_costs_a_bounded_number_of_bytes() {
         .connect()
         .await
         .unwrap();
-    let tasks = tasks(N);
+    let tasks = support::kontext_tasks(N);
     let frame_bytes: i64 = tasks.iter().map(|t| serde_json::to_string(t).unwrap().len() as i64).sum();
     let before = LIVE.load(Ordering::Relaxed);
     let mut streams = Vec::with_capacity(N);

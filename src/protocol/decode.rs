@@ -8,7 +8,7 @@
 //! the rest as [`MalformedItem`]s (with their `taskUUID` when it can be read).
 
 use super::error::ApiError;
-use super::result::{ItemSeed, ResultItem};
+use super::result::{CowStr, ItemSeed, ResultItem};
 use super::shared_str::SharedStr;
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -95,8 +95,8 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         let mut legacy: Option<&'de RawValue> = None;
         let mut error_id: Option<i64> = None;
         let mut error_message: Option<String> = None;
-        while let Some(key) = map.next_key::<KeyStr<'de>>()? {
-            match key.0.as_ref() {
+        while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
+            match key.as_ref() {
                 "data" => frame.items = map.next_value_seed(ItemsSeed { frame: self.frame })?,
                 "errors" => frame.errors.extend(map.next_value::<Option<Vec<ApiError>>>()?.unwrap_or_default()),
                 "error" => legacy = Some(map.next_value()?),
@@ -134,27 +134,6 @@ fn legacy_errors(
                 ..ApiError::default()
             }])
         }
-    }
-}
-
-struct KeyStr<'a>(std::borrow::Cow<'a, str>);
-
-impl<'de> Deserialize<'de> for KeyStr<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = KeyStr<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(KeyStr(v.into()))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(KeyStr(v.to_owned().into()))
-            }
-        }
-        d.deserialize_str(V)
     }
 }
 

@@ -132,8 +132,9 @@ impl ResultItem {
     }
 }
 
-/// A `Cow<str>` that stays borrowed whenever the input allows it.
-struct CowStr<'a>(Cow<'a, str>);
+/// A `Cow<str>` that stays borrowed whenever the input allows it (serde's own
+/// `Cow<str>` always copies).
+pub(crate) struct CowStr<'a>(pub(crate) Cow<'a, str>);
 
 impl<'de> Deserialize<'de> for CowStr<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -55,3 +55,16 @@ pub async fn plain_server(reply: Reply) -> (String, tokio::task::JoinHandle<()>)
     });
     (url, handle)
 }
+
+/// `n` valid Kontext tasks with distinct prompts.
+pub fn kontext_tasks(n: usize) -> Vec<runware_ws::ImageInference> {
+    (0..n)
+        .map(|i| {
+            runware_ws::Kontext::builder()
+                .prompt(format!("load {i}"))
+                .size(runware_ws::KontextSize::R1x1)
+                .build()
+                .expect("valid task")
+        })
+        .collect()
+}
