@@ -25,6 +25,7 @@ fn main() {
     }
     let mut c = sweep::criterion();
     let results = sweep::run(&mut c, &rt, "e2e", &target);
-    sweep::report("end to end over loopback, minimal server", &results, "bench-latency.json");
+    let paired = if sweep::wants_paired() { sweep::paired(&rt, &target, false) } else { Vec::new() };
+    sweep::report("end to end over loopback, minimal server", &results, &paired, "bench-latency.json");
     c.final_summary();
 }

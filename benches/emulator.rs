@@ -44,6 +44,7 @@ fn main() {
     }
     let mut c = sweep::criterion();
     let results = sweep::run(&mut c, &rt, "emulator", &target);
-    sweep::report("through the emulator at zero latency", &results, "bench-latency-emulator.json");
+    let paired = if sweep::wants_paired() { sweep::paired(&rt, &target, true) } else { Vec::new() };
+    sweep::report("through the emulator at zero latency", &results, &paired, "bench-latency-emulator.json");
     c.final_summary();
 }

@@ -120,8 +120,114 @@ pub fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, target:
     results
 }
 
+/// Paired runs: for each concurrency, `ROUNDS` alternating client / baseline runs
+/// (fresh connections), so that a burst of load from elsewhere on the machine hits
+/// both sides of a pair. Ratios are the medians of the per-pair ratios.
+pub const ROUNDS: usize = 7;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Paired {
+    pub concurrency: usize,
+    pub tasks_per_run: u64,
+    pub throughput_ratio: f64,
+    pub cpu_ratio: f64,
+    pub p50_delta_us: f64,
+    pub client_cpu_us_per_task: f64,
+    pub baseline_cpu_us_per_task: f64,
+    pub pair_throughput_ratios: Vec<f64>,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// `slow_server`: fewer tasks per run (the emulator does ~50 k tasks/s, not ~500 k).
+pub fn paired(rt: &tokio::runtime::Runtime, target: &Target, slow_server: bool) -> Vec<Paired> {
+    let clock = target.clock;
+    let mut out = Vec::new();
+    for conc in CONCURRENCY {
+        let tasks: u64 = match (slow_server, conc) {
+            (false, 1) => 3_000,
+            (false, _) => (conc as u64 * 40).max(30_000),
+            (true, 1) => 300,
+            (true, _) => (conc as u64 * 8).max(5_000),
+        };
+        let (client, baseline) = rt.block_on(async {
+            let c = client_for(&target.url, conc).await;
+            let b = Baseline::connect(&target.url, "k").await;
+            (c, b)
+        });
+        let (mut tput, mut cpu, mut dp50, mut cc, mut bc) = (vec![], vec![], vec![], vec![], vec![]);
+        for _ in 0..ROUNDS {
+            let c = client.clone();
+            let cs = super::summarize(&[rt.block_on(super::measure(clock, conc, tasks, move || {
+                let client = c.clone();
+                async move {
+                    black_box(client.kontext(super::kontext_task()).await.expect("task"));
+                }
+            }))]);
+            let b = baseline.clone();
+            let bs = super::summarize(&[rt.block_on(super::measure(clock, conc, tasks, move || {
+                let baseline = b.clone();
+                async move {
+                    black_box(baseline.run().await);
+                }
+            }))]);
+            tput.push(cs.tasks_per_sec / bs.tasks_per_sec);
+            cpu.push(cs.cpu_us_per_task / bs.cpu_us_per_task);
+            dp50.push(cs.p50_us - bs.p50_us);
+            cc.push(cs.cpu_us_per_task);
+            bc.push(bs.cpu_us_per_task);
+        }
+        rt.block_on(client.close(Duration::from_secs(1)));
+        out.push(Paired {
+            concurrency: conc,
+            tasks_per_run: tasks,
+            throughput_ratio: median(tput.clone()),
+            cpu_ratio: median(cpu),
+            p50_delta_us: median(dp50),
+            client_cpu_us_per_task: median(cc),
+            baseline_cpu_us_per_task: median(bc),
+            pair_throughput_ratios: tput,
+        });
+    }
+    out
+}
+
+/// Prints the paired table.
+pub fn report_paired(paired: &[Paired]) {
+    if paired.is_empty() {
+        return;
+    }
+    println!("\n== paired runs: {ROUNDS} alternating client/baseline runs per row, medians of the pair ratios");
+    println!(
+        "{:>6} {:>8} | {:>7} {:>9} {:>6} | {:>9} {:>9} | pair throughput ratios",
+        "flight", "tasks", "tput ×", "Δp50 µs", "cpu ×", "cpu µs cl", "cpu µs bl"
+    );
+    for p in paired {
+        let pairs: Vec<String> = p.pair_throughput_ratios.iter().map(|r| format!("{r:.2}")).collect();
+        println!(
+            "{:>6} {:>8} | {:>7.2} {:>+9.1} {:>6.2} | {:>9.2} {:>9.2} | {}",
+            p.concurrency,
+            p.tasks_per_run,
+            p.throughput_ratio,
+            p.p50_delta_us,
+            p.cpu_ratio,
+            p.client_cpu_us_per_task,
+            p.baseline_cpu_us_per_task,
+            pairs.join(" ")
+        );
+    }
+    let cpu = |c: usize| paired.iter().find(|p| p.concurrency == c).map(|p| p.client_cpu_us_per_task);
+    if let (Some(a), Some(b)) = (cpu(4096), cpu(64)) {
+        println!("client CPU per task at 4096 vs 64 in flight (paired medians): {:.2}×", a / b);
+    }
+}
+
 /// Prints the table with the ratios to the baseline and writes `json_name`.
-pub fn report(title: &str, results: &Results, json_name: &str) {
+pub fn report(title: &str, results: &Results, paired: &[Paired], json_name: &str) {
+    report_paired(paired);
     if results.is_empty() {
         return;
     }
@@ -178,6 +284,7 @@ pub fn report(title: &str, results: &Results, json_name: &str) {
         "machine": super::machine(),
         "runtime": runtime_name(),
         "results": json,
+        "paired": paired,
     });
     let path = super::report_path(json_name);
     if std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default()).is_ok() {
@@ -222,4 +329,13 @@ pub fn only(rt: &tokio::runtime::Runtime, target: &Target, spec: &str) {
         }
     });
     println!("{who} at {conc} in flight: {:?}", super::summarize(&[sample]));
+}
+
+/// The paired pass runs after a full sweep (`cargo bench --bench e2e`), not when
+/// criterion only lists, tests or runs a filtered subset.
+pub fn wants_paired() -> bool {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let flags_ok = !args.iter().any(|a| a == "--list" || a == "--test" || a == "--profile-time");
+    let filtered = args.iter().any(|a| !a.starts_with('-'));
+    flags_ok && !filtered && std::env::var_os("RUNWARE_BENCH_NO_PAIRS").is_none()
 }
