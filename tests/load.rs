@@ -2,8 +2,8 @@
 
 mod support;
 
-use runware_ws::emulator::{Emulator, Latency};
 use runware_ws::Client;
+use runware_ws::emulator::{Emulator, Latency};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
