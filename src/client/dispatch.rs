@@ -49,7 +49,7 @@ impl Shared {
             return;
         };
         if item.is_error() {
-            let err = item.error.clone().unwrap_or_else(|| {
+            let err = item.error.as_deref().cloned().unwrap_or_else(|| {
                 ApiError::new("taskFailed", "the server reported status error without details")
                     .for_task(item.task_type.as_deref().unwrap_or_default(), uuid.to_string())
             });

@@ -21,9 +21,43 @@ pub(crate) enum Event {
     Failed(ClientError),
 }
 
+/// The events of one task, in order: up to two inline (a one-result task's
+/// result and its `Done` never allocate), the rest in an overflow queue that only
+/// multi-result tasks use. Everything in `overflow` is newer than what is inline,
+/// because events go inline only while the overflow is empty.
+#[derive(Debug, Default)]
+struct Queue {
+    inline: [Option<Event>; 2],
+    head: usize,
+    len: usize,
+    overflow: VecDeque<Event>,
+}
+
+impl Queue {
+    fn push(&mut self, event: Event) {
+        if self.overflow.is_empty() && self.len < 2 {
+            self.inline[(self.head + self.len) % 2] = Some(event);
+            self.len += 1;
+        } else {
+            self.overflow.push_back(event);
+        }
+    }
+
+    fn pop(&mut self) -> Option<Event> {
+        if self.len > 0 {
+            let e = self.inline[self.head].take();
+            self.head = (self.head + 1) % 2;
+            self.len -= 1;
+            e
+        } else {
+            self.overflow.pop_front()
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Mailbox {
-    queue: Mutex<VecDeque<Event>>,
+    queue: Mutex<Queue>,
     waker: AtomicWaker,
 }
 
@@ -31,7 +65,7 @@ impl Mailbox {
     /// Pushes an event and wakes the receiver. Never waits.
     pub(crate) fn push(&self, event: Event) {
         if let Ok(mut q) = self.queue.lock() {
-            q.push_back(event);
+            q.push(event);
         }
         self.waker.wake();
     }
@@ -49,6 +83,41 @@ impl Mailbox {
     }
 
     fn try_pop(&self) -> Option<Event> {
-        self.queue.lock().ok()?.pop_front()
+        self.queue.lock().ok()?.pop()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_come_out_in_order_across_inline_and_overflow() {
+        let mut q = Queue::default();
+        let tag = |e: Option<Event>| match e {
+            Some(Event::Result(item)) => item.seed.map(|s| s as i64).unwrap_or(-1),
+            Some(Event::Done) => 100,
+            Some(Event::Failed(_)) => 200,
+            None => -2,
+        };
+        let r = |seed: u64| Event::Result(Box::new(ResultItem { seed: Some(seed), ..Default::default() }));
+        q.push(r(1));
+        q.push(r(2));
+        q.push(r(3)); // overflow
+        assert_eq!(tag(q.pop()), 1);
+        q.push(r(4)); // overflow is not empty: goes behind 3
+        assert_eq!(tag(q.pop()), 2);
+        assert_eq!(tag(q.pop()), 3);
+        q.push(r(5));
+        assert_eq!(tag(q.pop()), 4);
+        assert_eq!(tag(q.pop()), 5);
+        q.push(Event::Done);
+        assert_eq!(tag(q.pop()), 100);
+        assert_eq!(tag(q.pop()), -2);
+        q.push(r(6));
+        q.push(Event::Done);
+        assert!(q.overflow.capacity() <= 4, "a one-result task stays inline");
+        assert_eq!(tag(q.pop()), 6);
+        assert_eq!(tag(q.pop()), 100);
     }
 }

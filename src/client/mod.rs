@@ -228,15 +228,20 @@ struct Prepared {
 }
 
 impl Prepared {
+    /// Serializes `task` once, into a buffer sized from `size_hint` (the task's
+    /// large strings) so that it is neither regrown nor left with much slack.
     fn new(
         task: &impl serde::Serialize,
         uuid: Uuid,
         expected: u32,
         is_async: bool,
         task_type: &str,
+        size_hint: usize,
     ) -> Result<Self, ClientError> {
-        let frame =
-            serde_json::to_string(task).map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
+        let mut buf = Vec::with_capacity(size_hint + 256);
+        serde_json::to_writer(&mut buf, task)
+            .map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
+        let frame = String::from_utf8(buf).map_err(|e| ClientError::Protocol(format!("task is not UTF-8: {e}")))?;
         Ok(Prepared {
             uuid,
             frame: SharedStr::from(frame),
@@ -245,6 +250,11 @@ impl Prepared {
             task_type: task_type.to_string(),
         })
     }
+}
+
+/// The bytes of an inference task's large strings, to size its serialization buffer.
+fn inference_size_hint(task: &ImageInference) -> usize {
+    task.positive_prompt.len() + task.reference_images().iter().map(|r| r.as_wire().len() + 3).sum::<usize>()
 }
 
 impl Client {
@@ -283,7 +293,7 @@ impl Client {
     pub async fn raw_stream(&self, task: Value) -> Result<TaskStream, ClientError> {
         let raw = RawTask::with_generated_uuid(task)?;
         let is_async = raw.as_object().get("deliveryMethod").and_then(Value::as_str) == Some("async");
-        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, raw.task_type())?;
+        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, raw.task_type(), 256)?;
         self.submit_prepared(prepared, None, true).await
     }
 
@@ -302,13 +312,14 @@ impl Client {
                 t.expected_results(),
                 t.delivery_method() == DeliveryMethod::Async,
                 "imageInference",
+                inference_size_hint(t),
             )?,
-            ClientTask::Raw(r) => Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type())?,
+            ClientTask::Raw(r) => Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type(), 256)?,
             other => {
                 let uuid = other.task_uuid().ok_or_else(|| {
                     ClientError::Protocol(format!("{} is not a task with results", other.task_type()))
                 })?;
-                Prepared::new(other, uuid, 1, false, other.task_type())?
+                Prepared::new(other, uuid, 1, false, other.task_type(), 256)?
             }
         };
         self.submit_prepared(prepared, timeout, true).await
@@ -539,6 +550,7 @@ fn prepare_kontext(task: &ImageInference) -> Result<Prepared, ClientError> {
         task.expected_results(),
         task.delivery_method() == DeliveryMethod::Async,
         "imageInference",
+        inference_size_hint(task),
     )
 }
 

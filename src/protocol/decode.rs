@@ -156,7 +156,9 @@ impl<'de> Visitor<'de> for ItemsSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(1));
+        // serde_json gives no length; busy connections carry dozens of items per
+        // frame, so start at 8 rather than regrowing (and moving items) from 1.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(8));
         while let Some(item) = seq.next_element_seed(OneItem { frame: self.frame })? {
             items.push(item);
         }

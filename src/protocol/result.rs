@@ -64,8 +64,8 @@ pub struct ResultItem {
     pub status: Option<TaskStatus>,
     /// `progress` 0–100 (getResponse items)
     pub progress: Option<f64>,
-    /// `error` of an item whose status is `error`
-    pub error: Option<ApiError>,
+    /// `error` of an item whose status is `error` (boxed: rare, and large)
+    pub error: Option<Box<ApiError>>,
     /// `connectionSessionUUID` (authentication replies)
     pub connection_session_uuid: Option<SharedStr>,
     /// `pong` (ping replies)
@@ -237,7 +237,7 @@ impl<'de, 'f> Visitor<'de> for ItemSeed<'f> {
                     let shared = self.share(s);
                     item.status = Some(TaskStatus::parse(shared.as_str(), shared.clone()));
                 }),
-                "error" => serde_json::from_str::<ApiError>(text).ok().map(|e| item.error = Some(e)),
+                "error" => serde_json::from_str::<ApiError>(text).ok().map(|e| item.error = Some(Box::new(e))),
                 _ => None,
             };
             if kept.is_none() {
