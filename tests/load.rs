@@ -2,7 +2,6 @@
 
 mod support;
 
-use runware_ws::Client;
 use runware_ws::emulator::{Emulator, Latency};
 use std::time::Duration;
 
@@ -11,14 +10,7 @@ async fn ten_thousand_tasks_in_flight_over_one_socket_complete() {
     const N: usize = 10_000;
     // Tasks are answered only well after every one of them is on the wire.
     let emu = Emulator::builder().api_key("k").latency(Latency::Fixed(Duration::from_secs(4))).start().await.unwrap();
-    let client = Client::builder()
-        .url(emu.ws_url())
-        .api_key("k")
-        .max_in_flight(N)
-        .task_timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .unwrap();
+    let client = support::roomy_client(emu.ws_url(), N).await;
     let mut streams = Vec::with_capacity(N);
     for t in support::kontext_tasks(N) {
         streams.push(client.kontext_stream(t).await.unwrap());

@@ -3,7 +3,6 @@
 
 mod support;
 
-use runware_ws::Client;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -40,14 +39,7 @@ async fn a_pending_task_costs_a_bounded_number_of_bytes() {
     // A peer that authenticates and never answers: the tasks stay pending, and the
     // peer keeps nothing, so the live-bytes delta is the client's.
     let (url, server) = support::plain_server(std::sync::Arc::new(support::auth_and_ping)).await;
-    let client = Client::builder()
-        .url(url)
-        .api_key("k")
-        .max_in_flight(N)
-        .task_timeout(Duration::from_secs(120))
-        .connect()
-        .await
-        .unwrap();
+    let client = support::roomy_client(url, N).await;
     let tasks = support::kontext_tasks(N);
     let frame_bytes: i64 = tasks.iter().map(|t| serde_json::to_string(t).unwrap().len() as i64).sum();
     let before = LIVE.load(Ordering::Relaxed);

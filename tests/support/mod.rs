@@ -68,3 +68,15 @@ pub fn kontext_tasks(n: usize) -> Vec<runware_ws::ImageInference> {
         })
         .collect()
 }
+
+/// A client for `url` with room for `in_flight` tasks and a generous deadline.
+pub async fn roomy_client(url: String, in_flight: usize) -> runware_ws::Client {
+    runware_ws::Client::builder()
+        .url(url)
+        .api_key("k")
+        .max_in_flight(in_flight)
+        .task_timeout(std::time::Duration::from_secs(120))
+        .connect()
+        .await
+        .expect("client connects")
+}
