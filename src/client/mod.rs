@@ -284,7 +284,7 @@ impl Client {
             .clone()
             .try_acquire_owned()
             .map_err(|_| ClientError::Busy { limit: self.inner.shared.config.max_in_flight })?;
-        Ok(KontextStream { inner: self.register(prepared, Some(permit), None)? })
+        Ok(KontextStream { inner: self.register_with(prepared, Some(permit), None, true)? })
     }
 
     /// Submits any task as raw JSON (it needs `taskType`; a `taskUUID` is added when
@@ -465,17 +465,7 @@ impl Client {
         let started = Instant::now();
         let permit = self.acquire(timeout).await?;
         let remaining = timeout.saturating_sub(started.elapsed());
-        let stream = self.register_with(prepared, Some(permit), Some(remaining), send)?;
-        Ok(stream)
-    }
-
-    fn register(
-        &self,
-        prepared: Prepared,
-        permit: Option<OwnedSemaphorePermit>,
-        timeout: Option<Duration>,
-    ) -> Result<TaskStream, ClientError> {
-        self.register_with(prepared, permit, timeout, true)
+        self.register_with(prepared, Some(permit), Some(remaining), send)
     }
 
     /// Puts the task in the pending table, then queues it for the writer.
