@@ -10,7 +10,6 @@ use crate::protocol::{ApiKey, SharedStr};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use uuid::Uuid;
 
 /// A pending table and dispatcher with no connection: register tasks, route frames.
@@ -39,21 +38,7 @@ impl Router {
         let mailbox = Arc::new(Mailbox::default());
         let waker = futures::task::noop_waker();
         let _ = mailbox.poll_pop(&mut Context::from_waker(&waker));
-        let task = PendingTask {
-            seq: self.shared.next_seq(),
-            frame: Some(SharedStr::from_static("{}")),
-            expected,
-            seen: Vec::new(),
-            mailbox: mailbox.clone(),
-            sent_gen: 1,
-            resent_on_resumed: false,
-            is_async: false,
-            polling: false,
-            polls: 0,
-            next_poll: Instant::now(),
-            _permit: None,
-            span: tracing::Span::none(),
-        };
+        let task = PendingTask::sent(self.shared.next_seq(), expected, mailbox.clone(), false);
         self.shared.pending.insert(uuid, task);
         self.waiting.push(mailbox);
     }

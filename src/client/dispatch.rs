@@ -12,7 +12,7 @@ use super::error::ClientError;
 use super::mailbox::Event;
 use super::metrics::Counters;
 use super::shared::Shared;
-use crate::protocol::{ApiError, ErrorKind, Frame, ResultItem, SharedStr, TaskStatus};
+use crate::protocol::{ApiError, ErrorKind, Frame, ResultItem, TaskStatus};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -57,11 +57,13 @@ impl Shared {
             return;
         }
         let processing = matches!(item.status, Some(TaskStatus::Processing));
-        let key = match item.result_key() {
-            Some(k) => item.share_key(k),
+        let content_key;
+        let key: &str = match item.result_key() {
+            Some(k) => k,
             // A result of a task type without result UUIDs: keyed by its content.
             None if !processing && item.has_payload() => {
-                serde_json::to_string(&item).map(SharedStr::from).unwrap_or_default()
+                content_key = serde_json::to_string(&item).unwrap_or_default();
+                &content_key
             }
             None => {
                 // An acknowledgement (async delivery) or a processing status.
@@ -75,13 +77,18 @@ impl Shared {
                 tracing::debug!(task_uuid = %uuid, "result for a task that is not pending");
                 return;
             };
-            if task.seen.contains(&key) {
+            if task.seen.iter().any(|seen| seen.as_str() == key) {
                 Counters::add(&self.counters.duplicates_dropped, 1);
                 return;
             }
-            task.seen.push(key);
+            // The last result completes the task (and removes it): its key need
+            // not be kept, so a one-result task never allocates the list.
+            let complete = task.seen.len() as u32 + 1 >= task.expected;
+            if !complete {
+                task.seen.push(item.share_key(key));
+            }
             task.mailbox.push(Event::Result(Box::new(item)));
-            task.seen.len() as u32 >= task.expected
+            complete
         };
         if complete {
             self.complete(&uuid);
@@ -156,7 +163,6 @@ mod tests {
     use std::sync::atomic::Ordering;
     use std::task::{Context, Poll};
     use tokio::sync::mpsc;
-    use tokio::time::Instant;
 
     fn shared() -> Shared {
         let (t, _) = mpsc::channel(8);
@@ -166,24 +172,7 @@ mod tests {
 
     fn add(s: &Shared, uuid: Uuid, expected: u32, is_async: bool) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox::default());
-        s.pending.insert(
-            uuid,
-            PendingTask {
-                seq: s.next_seq(),
-                frame: Some(SharedStr::from("{}")),
-                expected,
-                seen: Vec::new(),
-                mailbox: mailbox.clone(),
-                sent_gen: 1,
-                resent_on_resumed: false,
-                is_async,
-                polling: false,
-                polls: 0,
-                next_poll: Instant::now(),
-                _permit: None,
-                span: tracing::Span::none(),
-            },
-        );
+        s.pending.insert(uuid, PendingTask::sent(s.next_seq(), expected, mailbox.clone(), is_async));
         mailbox
     }
 
@@ -198,7 +187,7 @@ mod tests {
     }
 
     fn frame(json: serde_json::Value) -> Frame {
-        decode_frame(&SharedStr::from(json.to_string())).unwrap()
+        decode_frame(&crate::protocol::SharedStr::from(json.to_string())).unwrap()
     }
 
     fn item(task: Uuid, image: &str) -> serde_json::Value {

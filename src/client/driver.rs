@@ -57,7 +57,8 @@ pub(crate) struct Queues {
 pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: bool, queues: &mut Queues) -> Ended {
     let (sink, stream) = ws.split();
     let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
-    let mut writer = Writer { shared, sink, generation, resumed, buf: Vec::new() };
+    let per_frame = shared.config.max_tasks_per_frame.max(1);
+    let mut writer = Writer { shared, sink, generation, resumed, batch: Batch::new(per_frame) };
     let ended = writer.run(queues, &mut reader).await;
     // After a write failure the socket may still hold results: let the reader take
     // them before the supervisor resends. A silent (dead) socket has nothing to give.
@@ -108,11 +109,58 @@ struct Writer<'a> {
     sink: SplitSink<Ws, Message>,
     generation: u64,
     resumed: bool,
-    buf: Vec<SharedStr>,
+    batch: Batch,
 }
 
 /// Largest frame built by batching several tasks (a single task may be larger).
 const BATCH_BYTES: usize = 1 << 20;
+
+/// Outbound frames being built: each task's JSON is copied straight from the
+/// pending table into an array frame of at most `per_frame` tasks (and about
+/// [`BATCH_BYTES`]), so a task's frame is never shared or reference-counted.
+struct Batch {
+    frames: Vec<String>,
+    in_last: usize,
+    per_frame: usize,
+    /// How many tasks are expected in this batch (sizes the first buffer).
+    expect: usize,
+}
+
+impl Batch {
+    fn new(per_frame: usize) -> Batch {
+        Batch { frames: Vec::new(), in_last: 0, per_frame, expect: 1 }
+    }
+
+    fn push(&mut self, task: &str) {
+        if let Some(frame) = self.frames.last_mut()
+            && self.in_last < self.per_frame
+            && frame.len() + task.len() < BATCH_BYTES
+        {
+            frame.push(',');
+            frame.push_str(task);
+            self.in_last += 1;
+            return;
+        }
+        let tasks = self.expect.clamp(1, self.per_frame);
+        let mut frame = String::with_capacity(((task.len() + 1) * tasks + 2).min(BATCH_BYTES + task.len() + 2));
+        frame.push('[');
+        frame.push_str(task);
+        self.frames.push(frame);
+        self.in_last = 1;
+        self.expect = self.expect.saturating_sub(self.per_frame);
+    }
+
+    /// The finished frames; the batch is empty afterwards.
+    fn take(&mut self) -> Vec<String> {
+        self.in_last = 0;
+        self.expect = 1;
+        let mut frames = std::mem::take(&mut self.frames);
+        for f in &mut frames {
+            f.push(']');
+        }
+        frames
+    }
+}
 
 impl Writer<'_> {
     async fn run(&mut self, queues: &mut Queues, reader: &mut tokio::task::JoinHandle<Ended>) -> Ended {
@@ -156,13 +204,16 @@ impl Writer<'_> {
                     }
                 }
                 Some(uuid) = queues.tasks.recv() => {
+                    self.batch.expect = queues.tasks.len() + 1;
                     self.take(uuid);
                     // Let callers that are already running submit too, so that
                     // they share this frame and its flush.
                     tokio::task::yield_now().await;
-                    while self.buf.len() < 4096 {
+                    for _ in 0..4096 {
                         match queues.tasks.try_recv() {
-                            Ok(u) => self.take(u),
+                            Ok(u) => {
+                                self.take(u);
+                            }
                             Err(_) => break,
                         }
                     }
@@ -196,16 +247,20 @@ impl Writer<'_> {
         }
     }
 
-    /// Marks `uuid` sent on this connection and buffers its frame, unless it was
-    /// cancelled or already sent here.
-    fn take(&mut self, uuid: Uuid) {
-        let Some(mut task) = self.shared.pending.get_mut(&uuid) else { return };
+    /// Marks `uuid` sent on this connection and copies its task into the batch,
+    /// unless it was cancelled or already sent here. True if it was batched.
+    fn take(&mut self, uuid: Uuid) -> bool {
+        let Some(mut task) = self.shared.pending.get_mut(&uuid) else { return false };
         if task.sent_gen == self.generation {
-            return;
+            return false;
         }
         task.sent_gen = self.generation;
-        if let Some(f) = &task.frame {
-            self.buf.push(f.clone());
+        match &task.frame {
+            Some(f) => {
+                self.batch.push(f);
+                true
+            }
+            None => false,
         }
     }
 
@@ -232,12 +287,11 @@ impl Writer<'_> {
             self.shared.schedule_poll(uuid, Duration::ZERO);
         }
         todo.sort_unstable();
+        self.batch.expect = todo.len();
         let mut resent = 0u64;
         for (_, uuid) in todo {
             let was_sent = self.shared.pending.get(&uuid).is_some_and(|t| t.sent_gen != 0);
-            let before = self.buf.len();
-            self.take(uuid);
-            if was_sent && self.buf.len() > before {
+            if self.take(uuid) && was_sent {
                 resent += 1;
             }
         }
@@ -249,25 +303,11 @@ impl Writer<'_> {
     }
 
     async fn flush_tasks(&mut self) -> Result<(), Ended> {
-        if self.buf.is_empty() {
+        let frames = self.batch.take();
+        if frames.is_empty() {
             return Ok(());
         }
-        let per_frame = self.shared.config.max_tasks_per_frame.max(1);
-        let tasks = std::mem::take(&mut self.buf);
-        let mut i = 0;
-        while i < tasks.len() {
-            let mut frame = String::with_capacity(tasks[i].len() + 2);
-            frame.push('[');
-            let mut n = 0;
-            while i < tasks.len() && n < per_frame && (n == 0 || frame.len() + tasks[i].len() < BATCH_BYTES) {
-                if n > 0 {
-                    frame.push(',');
-                }
-                frame.push_str(&tasks[i]);
-                n += 1;
-                i += 1;
-            }
-            frame.push(']');
+        for frame in frames {
             self.feed(frame).await?;
         }
         self.sink.flush().await.map_err(|e| Ended::Failed(describe(&e)))

@@ -14,6 +14,8 @@
 //!   flush once); it also sends keepalive pings and `getResponse` polls.
 //! - The **reader** decodes each frame and routes every item by `taskUUID` into the
 //!   task's mailbox; it never waits on a caller.
+//! - The **deadline keeper** fails overdue tasks from one scan of the table (no
+//!   timer per task).
 //! - The **supervisor** reconnects after any drop, resumes the session, and resends
 //!   every pending task under its own `taskUUID`; a `conflictTaskUUID` answer is
 //!   followed by session delivery or `getResponse` polling (see protocol.md §7).
@@ -23,6 +25,7 @@
 pub mod bench_support;
 mod config;
 mod connection;
+mod deadlines;
 mod dispatch;
 mod driver;
 mod error;
@@ -42,13 +45,14 @@ pub use state::ConnectionState;
 pub use task::{ImageOutput, ImageResult, KontextStream, TaskStream};
 
 use crate::protocol::{
-    ApiKey, ClientTask, DeliveryMethod, ImageInference, ImageUpload, MediaStorage, RawTask, SharedStr, kontext,
+    ApiKey, ClientTask, DeliveryMethod, ImageInference, ImageUpload, MediaStorage, RawTask, kontext,
 };
 use mailbox::Mailbox;
 use metrics::Counters;
-use pending::PendingTask;
+use pending::{NewTask, PendingTask};
 use serde_json::Value;
 use shared::Shared;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -192,6 +196,7 @@ impl ClientBuilder {
         let shared = Arc::new(Shared::new(self.config, task_tx, poll_tx));
         tokio::spawn(supervisor::run(shared.clone(), driver::Queues { tasks: task_rx, polls: poll_rx }));
         tokio::spawn(poller::run(shared.clone()));
+        tokio::spawn(deadlines::run(shared.clone()));
         Ok(Client { inner: Arc::new(Inner { shared }) })
     }
 
@@ -221,10 +226,10 @@ pub struct QueueDepths {
 /// What to submit, serialized once.
 struct Prepared {
     uuid: Uuid,
-    frame: SharedStr,
+    frame: String,
     expected: u32,
     is_async: bool,
-    task_type: String,
+    task_type: Cow<'static, str>,
 }
 
 impl Prepared {
@@ -235,20 +240,14 @@ impl Prepared {
         uuid: Uuid,
         expected: u32,
         is_async: bool,
-        task_type: &str,
+        task_type: impl Into<Cow<'static, str>>,
         size_hint: usize,
     ) -> Result<Self, ClientError> {
         let mut buf = Vec::with_capacity(size_hint + 256);
         serde_json::to_writer(&mut buf, task)
             .map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
         let frame = String::from_utf8(buf).map_err(|e| ClientError::Protocol(format!("task is not UTF-8: {e}")))?;
-        Ok(Prepared {
-            uuid,
-            frame: SharedStr::from(frame),
-            expected: expected.max(1),
-            is_async,
-            task_type: task_type.to_string(),
-        })
+        Ok(Prepared { uuid, frame, expected: expected.max(1), is_async, task_type: task_type.into() })
     }
 }
 
@@ -293,7 +292,8 @@ impl Client {
     pub async fn raw_stream(&self, task: Value) -> Result<TaskStream, ClientError> {
         let raw = RawTask::with_generated_uuid(task)?;
         let is_async = raw.as_object().get("deliveryMethod").and_then(Value::as_str) == Some("async");
-        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, raw.task_type(), 256)?;
+        let task_type = raw.task_type().to_string();
+        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, task_type, 256)?;
         self.submit_prepared(prepared, None, true).await
     }
 
@@ -314,12 +314,14 @@ impl Client {
                 "imageInference",
                 inference_size_hint(t),
             )?,
-            ClientTask::Raw(r) => Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type(), 256)?,
+            ClientTask::Raw(r) => {
+                Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type().to_string(), 256)?
+            }
             other => {
                 let uuid = other.task_uuid().ok_or_else(|| {
                     ClientError::Protocol(format!("{} is not a task with results", other.task_type()))
                 })?;
-                Prepared::new(other, uuid, 1, false, other.task_type(), 256)?
+                Prepared::new(other, uuid, 1, false, other.task_type().to_string(), 256)?
             }
         };
         self.submit_prepared(prepared, timeout, true).await
@@ -349,10 +351,10 @@ impl Client {
         let permit = self.acquire(timeout.unwrap_or(self.inner.shared.config.task_timeout)).await?;
         let prepared = Prepared {
             uuid: task_uuid,
-            frame: SharedStr::default(),
+            frame: String::new(),
             expected: expected.max(1),
             is_async: true,
-            task_type: "getResponse".into(),
+            task_type: Cow::Borrowed("getResponse"),
         };
         let stream = self.register_with(prepared, Some(permit), timeout, false)?;
         self.inner.shared.schedule_poll(task_uuid, Duration::ZERO);
@@ -448,6 +450,10 @@ impl Client {
         if shared.closing.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
+        // A free slot is taken without arming a timer.
+        if let Ok(p) = shared.permits.clone().try_acquire_owned() {
+            return Ok(p);
+        }
         match tokio::time::timeout(timeout, shared.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(ClientError::Closed),
@@ -462,18 +468,32 @@ impl Client {
         send: bool,
     ) -> Result<TaskStream, ClientError> {
         let timeout = timeout.unwrap_or(self.inner.shared.config.task_timeout);
-        let started = Instant::now();
+        // The deadline covers the wait for a slot too.
+        let deadline = deadlines::deadline_ms(&self.inner.shared, timeout);
         let permit = self.acquire(timeout).await?;
-        let remaining = timeout.saturating_sub(started.elapsed());
-        self.register_with(prepared, Some(permit), Some(remaining), send)
+        self.register(prepared, Some(permit), timeout, deadline, send)
     }
 
-    /// Puts the task in the pending table, then queues it for the writer.
+    /// Like [`Client::register`], with the deadline starting now.
     fn register_with(
         &self,
         prepared: Prepared,
         permit: Option<OwnedSemaphorePermit>,
         timeout: Option<Duration>,
+        send: bool,
+    ) -> Result<TaskStream, ClientError> {
+        let timeout = timeout.unwrap_or(self.inner.shared.config.task_timeout);
+        let deadline = deadlines::deadline_ms(&self.inner.shared, timeout);
+        self.register(prepared, permit, timeout, deadline, send)
+    }
+
+    /// Puts the task in the pending table, then queues it for the writer.
+    fn register(
+        &self,
+        prepared: Prepared,
+        permit: Option<OwnedSemaphorePermit>,
+        timeout: Duration,
+        deadline_ms: u64,
         send: bool,
     ) -> Result<TaskStream, ClientError> {
         let shared = &self.inner.shared;
@@ -483,25 +503,20 @@ impl Client {
         if shared.closing.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let timeout = timeout.unwrap_or(shared.config.task_timeout);
         let uuid = prepared.uuid;
         let mailbox = Arc::new(Mailbox::default());
         let span = tracing::debug_span!("task", task_uuid = %uuid, task_type = %prepared.task_type);
-        let entry = PendingTask {
+        let entry = PendingTask::new(NewTask {
             seq: shared.next_seq(),
             frame: send.then_some(prepared.frame),
             expected: prepared.expected,
-            seen: Vec::new(),
             mailbox: mailbox.clone(),
-            sent_gen: 0,
-            resent_on_resumed: false,
             is_async: prepared.is_async,
-            polling: false,
-            polls: 0,
-            next_poll: Instant::now(),
-            _permit: permit,
+            deadline_ms,
+            timeout,
+            permit,
             span,
-        };
+        });
         match shared.pending.entry(uuid) {
             dashmap::Entry::Occupied(_) => return Err(ClientError::DuplicateTask(uuid)),
             dashmap::Entry::Vacant(v) => {
@@ -509,21 +524,17 @@ impl Client {
             }
         }
         Counters::add(&shared.counters.tasks_submitted, 1);
-        let stream = TaskStream {
-            client: self.clone(),
-            uuid,
-            expected: prepared.expected,
-            mailbox,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-            done: false,
-        };
+        let stream = TaskStream { client: self.clone(), uuid, expected: prepared.expected, mailbox, done: false };
+        shared.watch_deadline(deadline_ms);
         if send && shared.outbound.try_send(uuid).is_err() {
             // The queue is full of cancelled tasks' entries (or the writer is between
             // connections): the writer's sweep sends everything not yet sent.
             shared.sweep.notify_one();
         }
-        shared.supervisor_wake.notify_one();
+        if !shared.connected.load(Ordering::Acquire) {
+            // An idle supervisor (gave up on an outage) reconnects for new work.
+            shared.supervisor_wake.notify_one();
+        }
         if let Some(e) = shared.terminal_error() {
             // The client ended while this task was being registered.
             shared.fail(&uuid, e);

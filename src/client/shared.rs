@@ -40,6 +40,12 @@ pub(crate) struct Shared {
     pub(crate) shutdown_notify: Notify,
     /// Set on a final failure (auth refused, closed): new tasks fail at once with it.
     pub(crate) terminal: Mutex<Option<ClientError>>,
+    /// True once `terminal` is set (read on every submission instead of the lock).
+    has_terminal: AtomicBool,
+    /// The deadline keeper's next wake-up (ms since `epoch`; `u64::MAX`: none).
+    pub(crate) next_deadline_ms: AtomicU64,
+    /// Wakes the deadline keeper for a deadline sooner than its next wake-up.
+    pub(crate) deadline_wake: Notify,
     pub(crate) closing: AtomicBool,
     seq: AtomicU64,
     /// Current connection generation (0 before the first connection).
@@ -71,6 +77,9 @@ impl Shared {
             shutdown: AtomicBool::new(false),
             shutdown_notify: Notify::new(),
             terminal: Mutex::new(None),
+            has_terminal: AtomicBool::new(false),
+            next_deadline_ms: AtomicU64::new(u64::MAX),
+            deadline_wake: Notify::new(),
             closing: AtomicBool::new(false),
             seq: AtomicU64::new(0),
             generation: AtomicU64::new(0),
@@ -107,12 +116,16 @@ impl Shared {
     }
 
     pub(crate) fn terminal_error(&self) -> Option<ClientError> {
+        if !self.has_terminal.load(Ordering::Acquire) {
+            return None;
+        }
         self.terminal.lock().ok().and_then(|t| t.clone())
     }
 
     pub(crate) fn set_terminal(&self, err: ClientError) {
         if let Ok(mut t) = self.terminal.lock() {
             t.get_or_insert(err);
+            self.has_terminal.store(true, Ordering::Release);
         }
     }
 

@@ -11,8 +11,6 @@ use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::time::Sleep;
 use uuid::Uuid;
 
 /// The results of one task as they arrive; ends after the last one, or with an error.
@@ -24,8 +22,6 @@ pub struct TaskStream {
     pub(crate) uuid: Uuid,
     pub(crate) expected: u32,
     pub(crate) mailbox: Arc<Mailbox>,
-    pub(crate) deadline: Pin<Box<Sleep>>,
-    pub(crate) timeout: Duration,
     pub(crate) done: bool,
 }
 
@@ -77,15 +73,7 @@ impl Stream for TaskStream {
                 }
             });
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            self.done = true;
-            let shared = &self.client.inner.shared;
-            if shared.pending.remove(&self.uuid).is_some() {
-                super::metrics::Counters::add(&shared.counters.tasks_failed, 1);
-            }
-            let connection = shared.state.borrow().to_string();
-            return Poll::Ready(Some(Err(ClientError::Timeout { after: self.timeout, connection })));
-        }
+        // The deadline keeper fails the task through the mailbox when it is overdue.
         Poll::Pending
     }
 }
