@@ -27,7 +27,7 @@ pub(crate) const RESOLUTION: Duration = Duration::from_millis(1);
 /// Deadlines are stored as milliseconds since the epoch, rounded up.
 pub(crate) fn deadline_ms(shared: &Shared, timeout: Duration) -> u64 {
     let at = shared.epoch.elapsed().saturating_add(timeout);
-    let ms = at.as_millis() + u128::from(at.subsec_nanos() % 1_000_000 != 0);
+    let ms = at.as_millis() + u128::from(!at.subsec_nanos().is_multiple_of(1_000_000));
     u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
