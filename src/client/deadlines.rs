@@ -144,6 +144,7 @@ mod tests {
                 timeout,
                 permit: None,
                 span: tracing::Span::none(),
+                next_poll: Instant::now(),
             }),
         );
         s.watch_deadline(deadline_ms);
@@ -171,7 +172,8 @@ mod tests {
         let (_, short_box) = add(&s, Duration::from_millis(200));
         // Completed before its deadline: never times out.
         let (done, done_box) = add(&s, Duration::from_millis(100));
-        s.complete(&done);
+        let (_, task) = s.pending.remove(&done).expect("pending");
+        s.completed(task, None);
 
         assert_eq!(timeout_of(next_event(&short_box).await), Duration::from_millis(200));
         assert_eq!(t0.elapsed(), Duration::from_millis(200), "fires at its deadline, not a tick later");

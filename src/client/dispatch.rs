@@ -11,6 +11,7 @@
 use super::error::ClientError;
 use super::mailbox::Event;
 use super::metrics::Counters;
+use super::pending::PendingTask;
 use super::shared::Shared;
 use crate::protocol::{ApiError, ErrorKind, Frame, ResultItem, TaskStatus};
 use std::time::Duration;
@@ -71,28 +72,35 @@ impl Shared {
                 return;
             }
         };
-        let complete = {
-            let Some(mut task) = self.pending.get_mut(&uuid) else {
-                Counters::add(&self.counters.unknown_items, 1);
-                tracing::debug!(task_uuid = %uuid, "result for a task that is not pending");
-                return;
-            };
-            if task.seen.iter().any(|seen| seen.as_str() == key) {
-                Counters::add(&self.counters.duplicates_dropped, 1);
-                return;
-            }
-            // The last result completes the task (and removes it): its key need
-            // not be kept, so a one-result task never allocates the list.
-            let complete = task.seen.len() as u32 + 1 >= task.expected;
-            if !complete {
-                task.seen.push(item.share_key(key));
-            }
-            task.mailbox.push(Event::Result(Box::new(item)));
-            complete
+        // The common case, the last result of a task: take the task out of the
+        // table and hand over result and completion together.
+        let last = |task: &PendingTask| {
+            task.seen.len() as u32 + 1 >= task.expected && !task.seen.iter().any(|seen| seen.as_str() == key)
         };
-        if complete {
-            self.complete(&uuid);
+        if let Some((_, task)) = self.pending.remove_if(&uuid, |_, task| last(task)) {
+            self.completed(task, Some(item));
+            return;
         }
+        let Some(mut task) = self.pending.get_mut(&uuid) else {
+            Counters::add(&self.counters.unknown_items, 1);
+            tracing::debug!(task_uuid = %uuid, "result for a task that is not pending");
+            return;
+        };
+        if task.seen.iter().any(|seen| seen.as_str() == key) {
+            Counters::add(&self.counters.duplicates_dropped, 1);
+            return;
+        }
+        if last(&task) {
+            // It became the last one in between (cannot happen while the reader is
+            // the only one adding results, but costs nothing to handle).
+            drop(task);
+            if let Some((_, task)) = self.pending.remove(&uuid) {
+                self.completed(task, Some(item));
+            }
+            return;
+        }
+        task.seen.push(item.share_key(key));
+        task.mailbox.push(Event::Result(item));
     }
 
     fn note_ack(&self, uuid: Uuid, item: &ResultItem) {

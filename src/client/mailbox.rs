@@ -11,47 +11,59 @@ use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 /// What the dispatcher tells a task.
+///
+/// Only ever moved between the dispatcher, the queue and the caller; boxing the
+/// result would be the very allocation (on the reader's thread, freed on the
+/// caller's) that this type exists to avoid.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Event {
     /// One distinct result.
-    Result(Box<ResultItem>),
+    Result(ResultItem),
     /// Every expected result has arrived.
     Done,
     /// The task failed.
     Failed(ClientError),
 }
 
-/// The events of one task, in order: up to two inline (a one-result task's
-/// result and its `Done` never allocate), the rest in an overflow queue that only
-/// multi-result tasks use. Everything in `overflow` is newer than what is inline,
-/// because events go inline only while the overflow is empty.
+/// How a task ended.
+#[derive(Debug)]
+enum End {
+    Done,
+    Failed(ClientError),
+}
+
+/// The events of one task, in order: its results, then how it ended. The first
+/// result waiting lives inline (a one-result task's result is never boxed or
+/// queued); later ones, which only multi-result tasks have, wait in `more`.
 #[derive(Debug, Default)]
 struct Queue {
-    inline: [Option<Event>; 2],
-    head: usize,
-    len: usize,
-    overflow: VecDeque<Event>,
+    first: Option<ResultItem>,
+    more: VecDeque<ResultItem>,
+    end: Option<End>,
+    /// The task's serialized frame, handed back on completion so that the
+    /// caller's thread, which allocated it, frees it (thread-caching allocators
+    /// keep such a free local; a free on the reader's thread is a remote one).
+    spent: Option<String>,
 }
 
 impl Queue {
-    fn push(&mut self, event: Event) {
-        if self.overflow.is_empty() && self.len < 2 {
-            self.inline[(self.head + self.len) % 2] = Some(event);
-            self.len += 1;
+    fn push_result(&mut self, item: ResultItem) {
+        if self.first.is_none() && self.more.is_empty() {
+            self.first = Some(item);
         } else {
-            self.overflow.push_back(event);
+            self.more.push_back(item);
         }
     }
 
     fn pop(&mut self) -> Option<Event> {
-        if self.len > 0 {
-            let e = self.inline[self.head].take();
-            self.head = (self.head + 1) % 2;
-            self.len -= 1;
-            e
-        } else {
-            self.overflow.pop_front()
+        if let Some(item) = self.first.take().or_else(|| self.more.pop_front()) {
+            return Some(Event::Result(item));
         }
+        self.end.take().map(|end| match end {
+            End::Done => Event::Done,
+            End::Failed(e) => Event::Failed(e),
+        })
     }
 }
 
@@ -65,7 +77,24 @@ impl Mailbox {
     /// Pushes an event and wakes the receiver. Never waits.
     pub(crate) fn push(&self, event: Event) {
         if let Ok(mut q) = self.queue.lock() {
-            q.push(event);
+            match event {
+                Event::Result(item) => q.push_result(item),
+                Event::Done => q.end = Some(End::Done),
+                Event::Failed(e) => q.end = Some(End::Failed(e)),
+            }
+        }
+        self.waker.wake();
+    }
+
+    /// Ends the task: its last result (if any) and `Done` in one step; `frame`
+    /// is dropped by the receiver.
+    pub(crate) fn complete(&self, last: Option<ResultItem>, frame: Option<String>) {
+        if let Ok(mut q) = self.queue.lock() {
+            if let Some(item) = last {
+                q.push_result(item);
+            }
+            q.end = Some(End::Done);
+            q.spent = frame;
         }
         self.waker.wake();
     }
@@ -83,7 +112,13 @@ impl Mailbox {
     }
 
     fn try_pop(&self) -> Option<Event> {
-        self.queue.lock().ok()?.pop()
+        // The spent frame is freed here, outside the lock.
+        let (event, _spent) = {
+            let mut q = self.queue.lock().ok()?;
+            let spent = if q.first.is_none() && q.more.is_empty() { q.spent.take() } else { None };
+            (q.pop(), spent)
+        };
+        event
     }
 }
 
@@ -91,33 +126,63 @@ impl Mailbox {
 mod tests {
     use super::*;
 
-    #[test]
-    fn events_come_out_in_order_across_inline_and_overflow() {
-        let mut q = Queue::default();
-        let tag = |e: Option<Event>| match e {
+    fn tag(e: Option<Event>) -> i64 {
+        match e {
             Some(Event::Result(item)) => item.seed.map(|s| s as i64).unwrap_or(-1),
             Some(Event::Done) => 100,
             Some(Event::Failed(_)) => 200,
             None => -2,
-        };
-        let r = |seed: u64| Event::Result(Box::new(ResultItem { seed: Some(seed), ..Default::default() }));
-        q.push(r(1));
-        q.push(r(2));
-        q.push(r(3)); // overflow
+        }
+    }
+
+    fn r(seed: u64) -> ResultItem {
+        ResultItem { seed: Some(seed), ..Default::default() }
+    }
+
+    #[test]
+    fn results_come_out_in_order_across_the_inline_slot_and_the_queue() {
+        let mut q = Queue::default();
+        q.push_result(r(1));
+        q.push_result(r(2)); // queued behind the inline one
         assert_eq!(tag(q.pop()), 1);
-        q.push(r(4)); // overflow is not empty: goes behind 3
+        q.push_result(r(3)); // the slot is free but 2 is older: queued
         assert_eq!(tag(q.pop()), 2);
         assert_eq!(tag(q.pop()), 3);
-        q.push(r(5));
+        assert_eq!(tag(q.pop()), -2);
+        q.push_result(r(4));
+        q.end = Some(End::Done);
         assert_eq!(tag(q.pop()), 4);
-        assert_eq!(tag(q.pop()), 5);
-        q.push(Event::Done);
         assert_eq!(tag(q.pop()), 100);
         assert_eq!(tag(q.pop()), -2);
-        q.push(r(6));
-        q.push(Event::Done);
-        assert!(q.overflow.capacity() <= 4, "a one-result task stays inline");
-        assert_eq!(tag(q.pop()), 6);
-        assert_eq!(tag(q.pop()), 100);
+    }
+
+    #[test]
+    fn a_one_result_task_never_queues_and_its_end_comes_last() {
+        let m = Mailbox::default();
+        m.complete(Some(r(7)), Some("{}".to_string()));
+        assert_eq!(m.queue.lock().map(|q| q.more.capacity()).unwrap_or(99), 0, "nothing queued");
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut pop = || match m.poll_pop(&mut cx) {
+            Poll::Ready(e) => Some(e),
+            Poll::Pending => None,
+        };
+        assert_eq!(tag(pop()), 7);
+        assert!(m.queue.lock().map(|q| q.spent.is_some()).unwrap_or(false), "kept until the results are taken");
+        assert_eq!(tag(pop()), 100);
+        assert!(m.queue.lock().map(|q| q.spent.is_none()).unwrap_or(false), "freed by the receiver");
+        assert!(pop().is_none());
+    }
+
+    #[test]
+    fn a_failure_after_some_results_comes_after_them() {
+        let m = Mailbox::default();
+        m.push(Event::Result(r(1)));
+        m.push(Event::Failed(ClientError::Closed));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(matches!(m.poll_pop(&mut cx), Poll::Ready(Event::Result(_))));
+        assert!(matches!(m.poll_pop(&mut cx), Poll::Ready(Event::Failed(ClientError::Closed))));
+        assert!(m.poll_pop(&mut cx).is_pending());
     }
 }

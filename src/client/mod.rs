@@ -516,6 +516,7 @@ impl Client {
             timeout,
             permit,
             span,
+            next_poll: shared.epoch,
         });
         match shared.pending.entry(uuid) {
             dashmap::Entry::Occupied(_) => return Err(ClientError::DuplicateTask(uuid)),

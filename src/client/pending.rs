@@ -6,10 +6,51 @@
 
 use super::mailbox::Mailbox;
 use crate::protocol::SharedStr;
+use dashmap::DashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The pending table: task UUID → task.
+pub(crate) type PendingTable = DashMap<Uuid, PendingTask, BuildHasherDefault<UuidHasher>>;
+
+/// The pending table's hasher. Task UUIDs are random (v4) or derived from a hash,
+/// and the table is only filled with this client's own tasks, so a keyed SipHash
+/// buys nothing; each 8-byte half goes through a full-avalanche mix (MurmurHash3's
+/// finalizer) instead, so that sequential UUIDs a caller picks by hand still
+/// spread over every shard and bucket.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct UuidHasher(u64);
+
+fn mix(mut x: u64) -> u64 {
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    x ^ (x >> 33)
+}
+
+impl Hasher for UuidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = mix(self.0.rotate_left(29) ^ u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        // The length prefix of the UUID's 16 bytes: the same for every key.
+        self.0 ^= n as u64;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// One pending task.
 #[derive(Debug)]
@@ -58,6 +99,8 @@ pub(crate) struct NewTask {
     pub(crate) timeout: Duration,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) span: tracing::Span,
+    /// Any instant (the client's epoch): only read once the task is polled.
+    pub(crate) next_poll: Instant,
 }
 
 impl PendingTask {
@@ -76,7 +119,7 @@ impl PendingTask {
             is_async: t.is_async,
             polling: false,
             polls: 0,
-            next_poll: Instant::now(),
+            next_poll: t.next_poll,
             _permit: t.permit,
             span: t.span,
         }
@@ -96,8 +139,26 @@ impl PendingTask {
             timeout: Duration::MAX,
             permit: None,
             span: tracing::Span::none(),
+            next_poll: Instant::now(),
         });
         task.sent_gen = 1;
         task
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::BuildHasher;
+
+    #[test]
+    fn sequential_uuids_spread_over_low_and_high_bits() {
+        let build = BuildHasherDefault::<UuidHasher>::default();
+        let hashes: Vec<u64> = (0..4096u128).map(|n| build.hash_one(Uuid::from_u128(n))).collect();
+        for (name, shift) in [("low", 0), ("high", 52)] {
+            let distinct: std::collections::HashSet<u64> = hashes.iter().map(|&h| (h >> shift) & 0xfff).collect();
+            // 4,096 keys into 4,096 slots: a good hash fills about 63 % of them.
+            assert!(distinct.len() > 2400, "{name} bits: {} distinct of 4096", distinct.len());
+        }
     }
 }

@@ -5,9 +5,8 @@ use super::config::ClientConfig;
 use super::error::ClientError;
 use super::mailbox::Event;
 use super::metrics::Counters;
-use super::pending::PendingTask;
+use super::pending::{PendingTable, PendingTask};
 use super::state::ConnectionState;
-use dashmap::DashMap;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -18,7 +17,7 @@ use uuid::Uuid;
 
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
-    pub(crate) pending: DashMap<Uuid, PendingTask>,
+    pub(crate) pending: PendingTable,
     pub(crate) permits: Arc<Semaphore>,
     /// Tasks to write (bounded by the in-flight limit, so sending never waits long).
     pub(crate) outbound: mpsc::Sender<Uuid>,
@@ -64,7 +63,7 @@ impl Shared {
         Shared {
             permits: Arc::new(Semaphore::new(config.max_in_flight.max(1))),
             config,
-            pending: DashMap::new(),
+            pending: PendingTable::default(),
             outbound,
             control,
             poll_set: Mutex::new(HashSet::new()),
@@ -143,13 +142,12 @@ impl Shared {
         self.supervisor_wake.notify_one();
     }
 
-    /// Removes a task and tells its caller it is complete.
-    pub(crate) fn complete(&self, uuid: &Uuid) {
-        if let Some((_, task)) = self.pending.remove(uuid) {
-            Counters::add(&self.counters.tasks_completed, 1);
-            task.span.in_scope(|| tracing::debug!("task complete"));
-            task.mailbox.push(Event::Done);
-        }
+    /// Tells the caller of a task just removed from the table that it is complete,
+    /// with its last result.
+    pub(crate) fn completed(&self, mut task: PendingTask, last: Option<crate::protocol::ResultItem>) {
+        Counters::add(&self.counters.tasks_completed, 1);
+        task.span.in_scope(|| tracing::debug!("task complete"));
+        task.mailbox.complete(last, task.frame.take());
     }
 
     /// Removes a task and hands its caller the error.

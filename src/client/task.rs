@@ -62,7 +62,7 @@ impl Stream for TaskStream {
         }
         if let Poll::Ready(event) = self.mailbox.poll_pop(cx) {
             return Poll::Ready(match event {
-                Event::Result(item) => Some(Ok(*item)),
+                Event::Result(item) => Some(Ok(item)),
                 Event::Done => {
                     self.done = true;
                     None
