@@ -86,6 +86,5 @@ pub fn sizes() -> Vec<(&'static str, usize)> {
         ("Event", std::mem::size_of::<Event>()),
         ("ResultItem", std::mem::size_of::<crate::protocol::ResultItem>()),
         ("TaskStream", std::mem::size_of::<super::TaskStream>()),
-        ("tokio::time::Sleep", std::mem::size_of::<tokio::time::Sleep>()),
     ]
 }
