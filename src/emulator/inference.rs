@@ -59,7 +59,11 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
     for i in 0..n {
         // Results are spaced over the latency window: result i at (i+1)/n of it.
         let due = start + latency.mul_f64(f64::from(i + 1) / f64::from(n));
-        tokio::time::sleep_until(due).await;
+        // A deadline already reached is not slept on: tokio would round even a zero
+        // wait up to its next 1 ms tick, and zero latency should mean zero.
+        if due > Instant::now() {
+            tokio::time::sleep_until(due).await;
+        }
         let seed =
             base_seed.checked_add(u64::from(i)).filter(|s| u128::from(*s) <= SEED_MAX as u128).unwrap_or(u64::from(i));
         let image_uuid = shared.new_uuid();
