@@ -263,13 +263,29 @@ impl Client {
     }
 
     /// Runs a Kontext [pro] task and waits for all its images.
-    pub async fn kontext(&self, task: ImageInference) -> Result<Vec<ImageResult>, ClientError> {
-        self.kontext_stream(task).await?.collect_all().await
+    ///
+    /// The task is validated and serialized when this is called; the returned
+    /// future holds only the serialized task, not the (larger) typed one.
+    pub fn kontext(
+        &self,
+        task: ImageInference,
+    ) -> impl Future<Output = Result<Vec<ImageResult>, ClientError>> + Send + '_ {
+        let prepared = prepare_kontext(&task);
+        async move { self.submit_kontext(prepared?).await?.collect_all().await }
     }
 
     /// Submits a Kontext [pro] task (waiting for an in-flight slot) and streams its images.
-    pub async fn kontext_stream(&self, task: ImageInference) -> Result<KontextStream, ClientError> {
-        let prepared = prepare_kontext(&task)?;
+    ///
+    /// The task is validated and serialized when this is called.
+    pub fn kontext_stream(
+        &self,
+        task: ImageInference,
+    ) -> impl Future<Output = Result<KontextStream, ClientError>> + Send + '_ {
+        let prepared = prepare_kontext(&task);
+        async move { self.submit_kontext(prepared?).await }
+    }
+
+    async fn submit_kontext(&self, prepared: Prepared) -> Result<KontextStream, ClientError> {
         Ok(KontextStream { inner: self.submit_prepared(prepared, None, true).await? })
     }
 
@@ -450,10 +466,16 @@ impl Client {
         if shared.closing.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        // A free slot is taken without arming a timer.
+        // A free slot is taken without arming a timer; the wait for one is boxed,
+        // so that every submission's future does not carry a timer's worth of state.
         if let Ok(p) = shared.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
+        Box::pin(self.wait_for_slot(timeout)).await
+    }
+
+    async fn wait_for_slot(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
+        let shared = &self.inner.shared;
         match tokio::time::timeout(timeout, shared.permits.clone().acquire_owned()).await {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(ClientError::Closed),

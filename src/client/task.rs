@@ -44,12 +44,35 @@ impl TaskStream {
 
     /// Waits for every result.
     pub async fn collect_all(mut self) -> Result<Vec<ResultItem>, ClientError> {
-        use futures::StreamExt;
         let mut out = Vec::with_capacity(self.expected as usize);
-        while let Some(r) = self.next().await {
+        while let Some(r) = self.next_result().await {
             out.push(r?);
         }
         Ok(out)
+    }
+
+    /// The next result, straight from the mailbox (what `poll_next` yields, without
+    /// the stream adapters' layers, each of which would move the item again).
+    async fn next_result(&mut self) -> Option<Result<ResultItem, ClientError>> {
+        if self.done {
+            return None;
+        }
+        let event = std::future::poll_fn(|cx| self.mailbox.poll_pop(cx)).await;
+        self.on_event(event)
+    }
+
+    fn on_event(&mut self, event: Event) -> Option<Result<ResultItem, ClientError>> {
+        match event {
+            Event::Result(item) => Some(Ok(item)),
+            Event::Done => {
+                self.done = true;
+                None
+            }
+            Event::Failed(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
     }
 }
 
@@ -61,17 +84,7 @@ impl Stream for TaskStream {
             return Poll::Ready(None);
         }
         if let Poll::Ready(event) = self.mailbox.poll_pop(cx) {
-            return Poll::Ready(match event {
-                Event::Result(item) => Some(Ok(item)),
-                Event::Done => {
-                    self.done = true;
-                    None
-                }
-                Event::Failed(e) => {
-                    self.done = true;
-                    Some(Err(e))
-                }
-            });
+            return Poll::Ready(self.on_event(event));
         }
         // The deadline keeper fails the task through the mailbox when it is overdue.
         Poll::Pending
@@ -175,10 +188,9 @@ impl KontextStream {
 
     /// Waits for every image.
     pub async fn collect_all(mut self) -> Result<Vec<ImageResult>, ClientError> {
-        use futures::StreamExt;
         let mut out = Vec::with_capacity(self.inner.expected as usize);
-        while let Some(r) = self.next().await {
-            out.push(r?);
+        while let Some(r) = self.inner.next_result().await {
+            out.push(ImageResult::try_from(r?)?);
         }
         Ok(out)
     }
