@@ -240,6 +240,34 @@ async fn deadlines_hold_and_clean_up() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_storm_fails_every_task_once_and_leaves_nothing() {
+    // 2,000 tasks whose deadlines fall together: one keeper scan fails them all.
+    let emu = emulator(Latency::Fixed(Duration::from_secs(30))).await;
+    let c = Client::builder()
+        .url(emu.ws_url())
+        .api_key(KEY)
+        .max_in_flight(4096)
+        .task_timeout(Duration::from_millis(300))
+        .connect()
+        .await
+        .expect("connects");
+    // A task with a longer deadline submitted first must outlive the storm.
+    let patient = c.submit(runware_ws::protocol::ClientTask::from(task(0, 1)), Some(Duration::from_secs(60)));
+    let patient = patient.await.expect("submitted");
+    let all = futures::future::join_all((1..=2000).map(|i| c.kontext(task(i, 1))));
+    let results = tokio::time::timeout(Duration::from_secs(30), all).await.expect("every deadline fires");
+    for r in &results {
+        assert!(matches!(r, Err(ClientError::Timeout { after, .. }) if *after == Duration::from_millis(300)), "{r:?}");
+    }
+    let m = c.metrics();
+    assert_eq!(m.tasks_failed, 2000, "each timed-out task counted once");
+    assert_eq!(c.pending(), 1, "only the patient task is left");
+    drop(patient);
+    assert_eq!(c.pending(), 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_holds_during_an_outage() {
     let emu = emulator(Latency::Fixed(Duration::from_secs(30))).await;
     let c = Client::builder()
