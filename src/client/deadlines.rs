@@ -88,7 +88,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let not_before = last_scan.map(|t| t + spacing);
         if next > now_ms || not_before.is_some_and(|t| t > Instant::now()) {
             let wake = shared.deadline_wake.notified();
+            // Created before the flag is read again: a shutdown requested after this
+            // point wakes it (`notify_waiters` reaches every `Notified` created).
             let stop = shared.shutdown_notify.notified();
+            if shared.is_shutdown() {
+                return;
+            }
             // No deadline at all (or one beyond what an Instant holds): sleep until woken.
             let at = shared.epoch.checked_add(Duration::from_millis(next)).map(|at| match not_before {
                 Some(t) => at.max(t),
