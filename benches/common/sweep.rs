@@ -4,8 +4,9 @@
 //! one task), with every task's latency and the CPU time of the measured runs
 //! recorded on the side.
 
-use super::{Baseline, Sample, Summary, Target};
-use criterion::{BenchmarkId, Criterion, Throughput};
+use super::{Baseline, Sample, Summary, Target, ThreadClock};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use runware_ws::Client;
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -55,6 +56,59 @@ async fn client_for(url: &str, concurrency: usize) -> Client {
     Client::builder().url(url).api_key("k").max_in_flight(concurrency).connect().await.expect("connect")
 }
 
+/// `total` Kontext tasks through `client`, `concurrency` at a time.
+fn run_client(clock: ThreadClock, client: &Client, concurrency: usize, total: u64) -> impl Future<Output = Sample> {
+    let client = client.clone();
+    super::measure(clock, concurrency, total, move || {
+        let client = client.clone();
+        async move {
+            black_box(client.kontext(super::kontext_task()).await.expect("task"));
+        }
+    })
+}
+
+/// The same load through the baseline.
+fn run_baseline(
+    clock: ThreadClock,
+    baseline: &Baseline,
+    concurrency: usize,
+    total: u64,
+) -> impl Future<Output = Sample> {
+    let baseline = baseline.clone();
+    super::measure(clock, concurrency, total, move || {
+        let baseline = baseline.clone();
+        async move {
+            black_box(baseline.run().await);
+        }
+    })
+}
+
+/// Times `run(iters)` with criterion; returns the samples of its measured calls.
+fn timed<F, Fut>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    id: BenchmarkId,
+    rt: &tokio::runtime::Runtime,
+    run: F,
+) -> Vec<Sample>
+where
+    F: Fn(u64) -> Fut,
+    Fut: Future<Output = Sample>,
+{
+    let store: Store = Arc::default();
+    g.bench_function(id, |b| {
+        b.to_async(rt).iter_custom(|iters| {
+            let (sample, store) = (run(iters), store.clone());
+            async move {
+                let s = sample.await;
+                let wall = s.wall;
+                store.lock().expect("store").push(s);
+                wall
+            }
+        })
+    });
+    measured(&store)
+}
+
 /// Runs the sweep in criterion group `group`; returns what was measured.
 pub fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, target: &Target) -> Results {
     let mut results = Results::new();
@@ -64,25 +118,7 @@ pub fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, target:
     for conc in CONCURRENCY {
         // The client, as a user would configure it for this load.
         let client = rt.block_on(client_for(&target.url, conc));
-        let store: Store = Arc::default();
-        g.bench_function(BenchmarkId::new("client", conc), |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let (client, store) = (client.clone(), store.clone());
-                async move {
-                    let s = super::measure(clock, conc, iters, move || {
-                        let client = client.clone();
-                        async move {
-                            black_box(client.kontext(super::kontext_task()).await.expect("task"));
-                        }
-                    })
-                    .await;
-                    let wall = s.wall;
-                    store.lock().expect("store").push(s);
-                    wall
-                }
-            })
-        });
-        let m = measured(&store);
+        let m = timed(&mut g, BenchmarkId::new("client", conc), rt, |iters| run_client(clock, &client, conc, iters));
         if !m.is_empty() {
             let mut s = super::summarize(&m);
             let metrics = client.metrics();
@@ -93,25 +129,8 @@ pub fn run(c: &mut Criterion, rt: &tokio::runtime::Runtime, group: &str, target:
         rt.block_on(client.close(Duration::from_secs(1)));
 
         let baseline = rt.block_on(Baseline::connect(&target.url, "k"));
-        let store: Store = Arc::default();
-        g.bench_function(BenchmarkId::new("baseline", conc), |b| {
-            b.to_async(rt).iter_custom(|iters| {
-                let (baseline, store) = (baseline.clone(), store.clone());
-                async move {
-                    let s = super::measure(clock, conc, iters, move || {
-                        let baseline = baseline.clone();
-                        async move {
-                            black_box(baseline.run().await);
-                        }
-                    })
-                    .await;
-                    let wall = s.wall;
-                    store.lock().expect("store").push(s);
-                    wall
-                }
-            })
-        });
-        let m = measured(&store);
+        let m =
+            timed(&mut g, BenchmarkId::new("baseline", conc), rt, |iters| run_baseline(clock, &baseline, conc, iters));
         if !m.is_empty() {
             results.insert((conc, "baseline"), super::summarize(&m));
         }
@@ -160,20 +179,8 @@ pub fn paired(rt: &tokio::runtime::Runtime, target: &Target, slow_server: bool) 
         });
         let (mut tput, mut cpu, mut dp50, mut cc, mut bc) = (vec![], vec![], vec![], vec![], vec![]);
         for _ in 0..ROUNDS {
-            let c = client.clone();
-            let cs = super::summarize(&[rt.block_on(super::measure(clock, conc, tasks, move || {
-                let client = c.clone();
-                async move {
-                    black_box(client.kontext(super::kontext_task()).await.expect("task"));
-                }
-            }))]);
-            let b = baseline.clone();
-            let bs = super::summarize(&[rt.block_on(super::measure(clock, conc, tasks, move || {
-                let baseline = b.clone();
-                async move {
-                    black_box(baseline.run().await);
-                }
-            }))]);
+            let cs = super::summarize(&[rt.block_on(run_client(clock, &client, conc, tasks))]);
+            let bs = super::summarize(&[rt.block_on(run_baseline(clock, &baseline, conc, tasks))]);
             tput.push(cs.tasks_per_sec / bs.tasks_per_sec);
             cpu.push(cs.cpu_us_per_task / bs.cpu_us_per_task);
             dp50.push(cs.p50_us - bs.p50_us);
@@ -304,27 +311,11 @@ pub fn only(rt: &tokio::runtime::Runtime, target: &Target, spec: &str) {
         match who {
             "client" => {
                 let client = client_for(&target.url, conc).await;
-                let c = client.clone();
-                let s = super::measure(clock, conc, tasks, move || {
-                    let client = c.clone();
-                    async move {
-                        black_box(client.kontext(super::kontext_task()).await.expect("task"));
-                    }
-                })
-                .await;
+                let s = run_client(clock, &client, conc, tasks).await;
                 println!("client metrics: {:?}", client.metrics());
                 s
             }
-            "baseline" => {
-                let baseline = Baseline::connect(&target.url, "k").await;
-                super::measure(clock, conc, tasks, move || {
-                    let baseline = baseline.clone();
-                    async move {
-                        black_box(baseline.run().await);
-                    }
-                })
-                .await
-            }
+            "baseline" => run_baseline(clock, &Baseline::connect(&target.url, "k").await, conc, tasks).await,
             other => panic!("unknown client {other:?}"),
         }
     });
