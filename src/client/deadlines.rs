@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 /// The finest spacing between two scans.
-pub(crate) const RESOLUTION: Duration = Duration::from_millis(1);
+const RESOLUTION: Duration = Duration::from_millis(1);
 
 /// Deadlines are stored as milliseconds since the epoch, rounded up.
 pub(crate) fn deadline_ms(shared: &Shared, timeout: Duration) -> u64 {

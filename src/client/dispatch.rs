@@ -9,7 +9,6 @@
 //! - Items for unknown or finished tasks, and stray errors, are counted and logged.
 
 use super::error::ClientError;
-use super::mailbox::Event;
 use super::metrics::Counters;
 use super::pending::PendingTask;
 use super::shared::Shared;
@@ -73,10 +72,10 @@ impl Shared {
             }
         };
         // The common case, the last result of a task: take the task out of the
-        // table and hand over result and completion together.
-        let last = |task: &PendingTask| {
-            task.seen.len() as u32 + 1 >= task.expected && !task.seen.iter().any(|seen| seen.as_str() == key)
-        };
+        // table and hand over result and completion together. (Only the reader
+        // adds results, so a task not taken here is not complete after this one.)
+        let seen = |task: &PendingTask| task.seen.iter().any(|s| s.as_str() == key);
+        let last = |task: &PendingTask| !seen(task) && task.seen.len() as u32 + 1 >= task.expected;
         if let Some((_, task)) = self.pending.remove_if(&uuid, |_, task| last(task)) {
             self.completed(task, Some(item));
             return;
@@ -86,21 +85,12 @@ impl Shared {
             tracing::debug!(task_uuid = %uuid, "result for a task that is not pending");
             return;
         };
-        if task.seen.iter().any(|seen| seen.as_str() == key) {
+        if seen(&task) {
             Counters::add(&self.counters.duplicates_dropped, 1);
             return;
         }
-        if last(&task) {
-            // It became the last one in between (cannot happen while the reader is
-            // the only one adding results, but costs nothing to handle).
-            drop(task);
-            if let Some((_, task)) = self.pending.remove(&uuid) {
-                self.completed(task, Some(item));
-            }
-            return;
-        }
         task.seen.push(item.share_key(key));
-        task.mailbox.push(Event::Result(item));
+        task.mailbox.push_result(item);
     }
 
     fn note_ack(&self, uuid: Uuid, item: &ResultItem) {

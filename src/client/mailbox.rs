@@ -10,11 +10,11 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll};
 
-/// What the dispatcher tells a task.
+/// What a task's caller takes out of its mailbox.
 ///
-/// Only ever moved between the dispatcher, the queue and the caller; boxing the
-/// result would be the very allocation (on the reader's thread, freed on the
-/// caller's) that this type exists to avoid.
+/// Only ever moved from the queue to the caller; boxing the result would be the
+/// very allocation (on the reader's thread, freed on the caller's) that the
+/// inline slot exists to avoid.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Event {
@@ -74,14 +74,18 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    /// Pushes an event and wakes the receiver. Never waits.
-    pub(crate) fn push(&self, event: Event) {
+    /// Queues a result (not the task's last) and wakes the receiver. Never waits.
+    pub(crate) fn push_result(&self, item: ResultItem) {
         if let Ok(mut q) = self.queue.lock() {
-            match event {
-                Event::Result(item) => q.push_result(item),
-                Event::Done => q.end = Some(End::Done),
-                Event::Failed(e) => q.end = Some(End::Failed(e)),
-            }
+            q.push_result(item);
+        }
+        self.waker.wake();
+    }
+
+    /// Ends the task with an error, after the results already queued.
+    pub(crate) fn fail(&self, err: ClientError) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.end = Some(End::Failed(err));
         }
         self.waker.wake();
     }
@@ -177,8 +181,8 @@ mod tests {
     #[test]
     fn a_failure_after_some_results_comes_after_them() {
         let m = Mailbox::default();
-        m.push(Event::Result(r(1)));
-        m.push(Event::Failed(ClientError::Closed));
+        m.push_result(r(1));
+        m.fail(ClientError::Closed);
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         assert!(matches!(m.poll_pop(&mut cx), Poll::Ready(Event::Result(_))));

@@ -3,7 +3,6 @@
 
 use super::config::ClientConfig;
 use super::error::ClientError;
-use super::mailbox::Event;
 use super::metrics::Counters;
 use super::pending::{PendingTable, PendingTask};
 use super::state::ConnectionState;
@@ -156,7 +155,7 @@ impl Shared {
             Some((_, task)) => {
                 Counters::add(&self.counters.tasks_failed, 1);
                 task.span.in_scope(|| tracing::debug!(error = %err, "task failed"));
-                task.mailbox.push(Event::Failed(err));
+                task.mailbox.fail(err);
                 true
             }
             None => false,
