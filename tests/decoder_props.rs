@@ -4,47 +4,15 @@ use proptest::prelude::*;
 use runware_ws::protocol::{SharedStr, decode_frame};
 use serde_json::{Value, json};
 
+#[path = "support/arb_json.rs"]
+mod arb;
+
+/// Arbitrary JSON in the words of Runware's envelopes and errors.
 fn arb_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        (-1e300f64..1e300).prop_map(|f| json!(f)),
-        ".{0,20}".prop_map(Value::String),
-        prop_oneof![
-            Just("taskUUID"),
-            Just("imageUUID"),
-            Just("data"),
-            Just("errors"),
-            Just("error"),
-            Just("11111111-1111-4111-8111-111111111111")
-        ]
-        .prop_map(|s| Value::String(s.to_string())),
-    ];
-    leaf.prop_recursive(5, 64, 8, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-            prop::collection::vec(
-                (
-                    prop_oneof![
-                        Just("data".to_string()),
-                        Just("errors".to_string()),
-                        Just("error".to_string()),
-                        Just("taskUUID".to_string()),
-                        Just("seed".to_string()),
-                        Just("status".to_string()),
-                        Just("code".to_string()),
-                        Just("parameter".to_string()),
-                        "[a-zA-Z]{1,8}"
-                    ],
-                    inner
-                ),
-                0..6
-            )
-            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    const WORDS: &[&str] =
+        &["taskUUID", "imageUUID", "data", "errors", "error", "11111111-1111-4111-8111-111111111111"];
+    const KEYS: &[&str] = &["data", "errors", "error", "taskUUID", "seed", "status", "code", "parameter"];
+    arb::arb_json(WORDS, KEYS, 5, 64)
 }
 
 fn arb_item() -> impl Strategy<Value = Value> {

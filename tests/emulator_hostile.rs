@@ -44,45 +44,26 @@ async fn still_answers(ws: &mut Ws) -> bool {
     false
 }
 
+#[path = "support/arb_json.rs"]
+mod arb;
+
+/// Arbitrary JSON in the words of client tasks.
 fn hostile_value() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(|n| json!(n)),
-        any::<u64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
-        Just(json!(1e300)),
-        ".{0,12}".prop_map(Value::String),
-        Just(json!("bfl:3@1")),
-        Just(json!("imageInference")),
-        Just(json!("11111111-1111-4111-8111-111111111111")),
+    const WORDS: &[&str] = &["bfl:3@1", "imageInference", "11111111-1111-4111-8111-111111111111"];
+    const KEYS: &[&str] = &[
+        "taskType",
+        "taskUUID",
+        "model",
+        "positivePrompt",
+        "width",
+        "height",
+        "numberResults",
+        "outputType",
+        "inputs",
+        "referenceImages",
+        "deliveryMethod",
     ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::vec(
-                (
-                    prop_oneof![
-                        Just("taskType".to_string()),
-                        Just("taskUUID".to_string()),
-                        Just("model".to_string()),
-                        Just("positivePrompt".to_string()),
-                        Just("width".to_string()),
-                        Just("height".to_string()),
-                        Just("numberResults".to_string()),
-                        Just("outputType".to_string()),
-                        Just("inputs".to_string()),
-                        Just("referenceImages".to_string()),
-                        Just("deliveryMethod".to_string()),
-                        "[a-zA-Z]{1,8}"
-                    ],
-                    inner
-                ),
-                0..7
-            )
-            .prop_map(|kv| Value::Object(kv.into_iter().collect())),
-        ]
-    })
+    arb::arb_json(WORDS, KEYS, 4, 48)
 }
 
 fn hostile_frame() -> impl Strategy<Value = String> {
