@@ -47,6 +47,7 @@ pub struct EmulatorBuilder {
     pub(crate) max_connections: usize,
     pub(crate) seed: Option<u64>,
     pub(crate) bind: SocketAddr,
+    pub(crate) render_divisor: u32,
 }
 
 impl Default for EmulatorBuilder {
@@ -63,6 +64,7 @@ impl Default for EmulatorBuilder {
             max_connections: 10_000,
             seed: None,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            render_divisor: 1,
         }
     }
 }
@@ -125,6 +127,16 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Renders output images at width/`n` × height/`n` (at least 1×1; default 1).
+    ///
+    /// A speed knob for big tests: encoding a full-size picture dominates the cost of
+    /// a task. It breaks size faithfulness (the decoded image is smaller than the
+    /// requested `width`×`height`); the result items themselves are unchanged.
+    pub fn render_divisor(mut self, n: u32) -> Self {
+        self.render_divisor = n.max(1);
+        self
+    }
+
     /// Binds and starts serving.
     pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
         if let Latency::Range(min, max) = self.latency
@@ -151,6 +163,7 @@ impl EmulatorBuilder {
             max_connections: self.max_connections,
             seed: self.seed,
             bind: self.bind,
+            render_divisor: self.render_divisor,
         }
     }
 }
@@ -169,6 +182,7 @@ pub(crate) struct Config {
     pub max_connections: usize,
     pub seed: Option<u64>,
     pub bind: SocketAddr,
+    pub render_divisor: u32,
 }
 
 /// An API key's index in [`Config::api_keys`]: tasks and sessions are scoped by it.

@@ -1,17 +1,20 @@
 //! Fault injection: what a test can make go wrong, on purpose.
 
 use super::connection::Control;
+use super::failures::{FailRule, FailRules};
 use super::state::{Shared, lock};
 use super::stats;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+use tokio::time::Instant;
 
 /// A fault to inject with [`EmulatorHandle::inject`](super::EmulatorHandle::inject).
 ///
 /// Connection faults apply to the connections open at the moment of injection; the
-/// "next" kinds are armed and fire later.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// "next" kinds are armed and fire later. Task faults ([`Fault::FailTasks`],
+/// [`Fault::Nsfw`]) apply to tasks accepted (or results produced) after injection.
+#[derive(Clone, Debug, PartialEq)]
 pub enum Fault {
     /// Close every connection's TCP socket abruptly, without a close frame.
     Drop,
@@ -41,6 +44,18 @@ pub enum Fault {
     SlowHandshake(Duration),
     /// The next `n` authentications get `invalidApiKey`, even with a valid key.
     RefuseAuth(u32),
+    /// Arms a rule that fails accepted `imageInference` and `promptEnhance` tasks on
+    /// the server, possibly after some of their results (§7.1 of the protocol).
+    /// Several rules may be armed; the first that matches a task wins. A failed
+    /// task's delivered results are billed, its taskUUID stays used.
+    FailTasks(FailRule),
+    /// From now on, each image result is flagged `"NSFWContent": true` with this
+    /// probability (seeded RNG); 1.0 flags every one, 0.0 disarms.
+    Nsfw(f64),
+    /// Drops every connection abruptly now and refuses every WebSocket upgrade with
+    /// HTTP 503 for this long (tokio time). Tasks keep running; their results wait in
+    /// their sessions' buffers as after any drop.
+    Outage(Duration),
 }
 
 /// Armed faults.
@@ -51,6 +66,12 @@ pub(crate) struct FaultState {
     refuse_auth: AtomicU32,
     duplicate_results: AtomicU32,
     drop_mid_task: AtomicBool,
+    /// The armed task failure rules.
+    pub fail_rules: FailRules,
+    /// The NSFW probability, as `f64` bits (0 is 0.0: disarmed).
+    nsfw_bits: AtomicU64,
+    /// Upgrades are refused until then.
+    outage_until: Mutex<Option<Instant>>,
 }
 
 /// Takes one from `counter` if it is positive.
@@ -83,6 +104,27 @@ impl FaultState {
     pub fn fire_drop_mid_task(&self) -> bool {
         self.drop_mid_task.swap(false, Relaxed)
     }
+    /// The probability that an image result is flagged NSFW.
+    pub fn nsfw_probability(&self) -> f64 {
+        f64::from_bits(self.nsfw_bits.load(Relaxed))
+    }
+    /// True while an outage refuses upgrades (an ended outage is forgotten).
+    pub fn in_outage(&self) -> bool {
+        let mut until = lock(&self.outage_until);
+        match *until {
+            Some(t) if Instant::now() < t => true,
+            Some(_) => {
+                *until = None;
+                false
+            }
+            None => false,
+        }
+    }
+}
+
+/// A probability clamped to `0..=1` (NaN is 0).
+fn probability(p: f64) -> f64 {
+    if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
 }
 
 /// Applies `fault` now (or arms it).
@@ -134,6 +176,17 @@ pub(crate) fn inject(shared: &Shared, fault: Fault) {
         Fault::SlowHandshake(d) => *lock(&f.slow_handshake) = Some(d),
         Fault::RefuseAuth(n) => {
             f.refuse_auth.fetch_add(n, Relaxed);
+        }
+        Fault::FailTasks(rule) => f.fail_rules.arm(rule),
+        Fault::Nsfw(p) => f.nsfw_bits.store(probability(p).to_bits(), Relaxed),
+        Fault::Outage(d) => {
+            // The deadline first, so no client reconnects between the drop and it.
+            let until =
+                Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
+            let mut cur = lock(&f.outage_until);
+            *cur = Some(cur.map_or(until, |c| c.max(until)));
+            drop(cur);
+            shared.conns.control_all(Control::Drop);
         }
     }
 }

@@ -2,14 +2,17 @@
 //! slow work (tasks, uploads) is spawned, and replies are queued on the connection.
 
 use super::connection::{Authed, ConnShared};
+use super::enhance;
+use super::failures::{Candidate, FailPlan};
 use super::inference;
 use super::media::Upload;
 use super::references;
 use super::session::Queued;
 use super::state::Shared;
 use super::stats;
-use super::validate::{self, task_error};
+use super::validate::{self, PROMPT_ENHANCE, task_error};
 use crate::protocol::{ApiError, DeliveryMethod, sniff_image_mime, tag};
+use rand::Rng as _;
 use serde_json::{Map, Value, json};
 use std::sync::Arc;
 use uuid::Uuid;
@@ -112,6 +115,7 @@ fn on_task(shared: &Arc<Shared>, conn: &Arc<ConnShared>, task: Value, reply: &mu
             };
             match task_type.as_str() {
                 tag::ImageInference::NAME => image_inference(shared, &authed, uuid, &obj, reply),
+                PROMPT_ENHANCE => prompt_enhance(shared, &authed, uuid, &obj, reply),
                 tag::GetResponse::NAME => get_response(shared, &authed, uuid, reply),
                 tag::ImageUpload::NAME => upload(shared, &authed, uuid, &obj, reply, UploadKind::Image),
                 tag::MediaStorage::NAME => media_storage(shared, &authed, uuid, &obj, reply),
@@ -123,7 +127,13 @@ fn on_task(shared: &Arc<Shared>, conn: &Arc<ConnShared>, task: Value, reply: &mu
                         &uuid.to_string(),
                     )
                     .with_parameter("taskType");
-                    e.allowed_values = Some(json!(["imageInference", "imageUpload", "mediaStorage", "getResponse"]));
+                    e.allowed_values = Some(json!([
+                        tag::ImageInference::NAME,
+                        PROMPT_ENHANCE,
+                        tag::ImageUpload::NAME,
+                        tag::MediaStorage::NAME,
+                        tag::GetResponse::NAME
+                    ]));
                     reply.error(e);
                 }
             }
@@ -192,15 +202,48 @@ fn image_inference(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<
     let Some(record) = shared.tasks.register(authed.key, uuid, tag::ImageInference::NAME) else {
         return reply.error(conflict(shared, tag::ImageInference::NAME, uuid));
     };
+    let prompt = obj.get("positivePrompt").and_then(Value::as_str).unwrap_or_default();
+    let plan = fail_plan(shared, uuid, prompt);
     shared.stats.task_started();
-    let session = match params.delivery {
+    let session = accept(authed, tag::ImageInference::NAME, uuid, params.delivery, reply);
+    tokio::spawn(inference::run(shared.clone(), record, params, session, plan));
+}
+
+fn prompt_enhance(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<String, Value>, reply: &mut Reply) {
+    let params = match validate::prompt_enhance(obj, uuid) {
+        Ok(p) => p,
+        Err(e) => return reply.error(e),
+    };
+    let Some(record) = shared.tasks.register(authed.key, uuid, PROMPT_ENHANCE) else {
+        return reply.error(conflict(shared, PROMPT_ENHANCE, uuid));
+    };
+    let plan = fail_plan(shared, uuid, &params.prompt);
+    shared.stats.task_started();
+    let session = accept(authed, PROMPT_ENHANCE, uuid, params.delivery, reply);
+    tokio::spawn(enhance::run(shared.clone(), record, params, session, plan));
+}
+
+/// Whether an armed fail rule fails this newly accepted task.
+fn fail_plan(shared: &Shared, uuid: Uuid, prompt: &str) -> Option<FailPlan> {
+    shared.faults.fail_rules.check(Candidate { uuid, prompt }, || shared.with_rng(|r| r.random::<f64>()))
+}
+
+/// Acknowledges an async task at once (its results are for `getResponse`); a sync
+/// task's results go to the session.
+fn accept(
+    authed: &Authed,
+    task_type: &str,
+    uuid: Uuid,
+    delivery: DeliveryMethod,
+    reply: &mut Reply,
+) -> Option<Arc<super::session::Session>> {
+    match delivery {
         DeliveryMethod::Async => {
-            reply.data(json!({"taskType": tag::ImageInference::NAME, "taskUUID": uuid}));
+            reply.data(json!({"taskType": task_type, "taskUUID": uuid}));
             None
         }
         DeliveryMethod::Sync => Some(authed.session.clone()),
-    };
-    tokio::spawn(inference::run(shared.clone(), record, params, session));
+    }
 }
 
 fn get_response(shared: &Shared, authed: &Authed, uuid: Uuid, reply: &mut Reply) {

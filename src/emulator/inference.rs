@@ -1,5 +1,7 @@
-//! Running one accepted Kontext task: latency, pictures, result items, delivery.
+//! Running one accepted Kontext task: latency, pictures, result items, delivery,
+//! billing; and what every accepted task shares (execution counting, failures).
 
+use super::failures::FailPlan;
 use super::media;
 use super::references;
 use super::render::{self, Recipe};
@@ -11,7 +13,9 @@ use super::webhook;
 use crate::protocol::kontext::{PRICE_PER_IMAGE, rules::SEED_MAX};
 use crate::protocol::{OutputType, tag};
 use base64::Engine as _;
+use rand::Rng as _;
 use serde_json::{Map, Value, json};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -20,24 +24,42 @@ use uuid::Uuid;
 /// How long URL outputs stay servable when the task gives no `ttl`.
 const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
 
+/// What one image costs, in micro-USD.
+fn micro_usd_per_image() -> u64 {
+    (PRICE_PER_IMAGE * 1e6).round() as u64
+}
+
 /// Runs the task to its end (results, or an error), unless the emulator shuts down.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     record: Arc<TaskRecord>,
     params: InferenceParams,
     session: Option<Arc<Session>>,
+    plan: Option<FailPlan>,
 ) {
+    supervise(&shared, &record, execute(&shared, &record, &params, session.as_deref(), plan)).await;
+}
+
+/// Counts an execution of `record`, runs `work` (unless the emulator shuts down
+/// first), then finishes the task.
+pub(crate) async fn supervise(shared: &Shared, record: &TaskRecord, work: impl Future<Output = ()>) {
     let count = record.executed();
     shared.stats.executed(count);
     tokio::select! {
-        _ = execute(&shared, &record, &params, session.as_deref()) => {}
+        _ = work => {}
         _ = shared.shutdown_signal() => {}
     }
     record.finish();
     shared.stats.task_finished();
 }
 
-async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams, session: Option<&Session>) {
+async fn execute(
+    shared: &Arc<Shared>,
+    record: &TaskRecord,
+    p: &InferenceParams,
+    session: Option<&Session>,
+    plan: Option<FailPlan>,
+) {
     let start = Instant::now();
     let latency = shared.sample_latency();
     record.set_latency(latency);
@@ -55,6 +77,9 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
     };
 
     let n = p.number_results.max(1);
+    // An injected failure replaces result `fail_at` (so at least one is missing).
+    let fail_at = plan.as_ref().map(|plan| plan.after_results.min(n - 1));
+    let divisor = shared.cfg.render_divisor.max(1);
     let base_seed = p.seed.unwrap_or_else(|| shared.random_seed());
     for i in 0..n {
         // Results are spaced over the latency window: result i at (i+1)/n of it.
@@ -64,12 +89,18 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
         if due > Instant::now() {
             tokio::time::sleep_until(due).await;
         }
+        if let (Some(plan), Some(at)) = (&plan, fail_at)
+            && at == i
+        {
+            fail_injected(shared, record, session, tag::ImageInference::NAME, plan);
+            return;
+        }
         let seed =
             base_seed.checked_add(u64::from(i)).filter(|s| u128::from(*s) <= SEED_MAX as u128).unwrap_or(u64::from(i));
         let image_uuid = shared.new_uuid();
         let recipe = Arc::new(Recipe {
-            width: p.width,
-            height: p.height,
+            width: (p.width / divisor).max(1),
+            height: (p.height / divisor).max(1),
             seed,
             format: p.output_format,
             quality: p.output_quality,
@@ -85,6 +116,8 @@ async fn execute(shared: &Arc<Shared>, record: &TaskRecord, p: &InferenceParams,
         };
         let json: Arc<str> = Arc::from(item.to_string());
         record.push_item(json.clone());
+        record.billed();
+        shared.stats.billed(micro_usd_per_image());
         if let Some(url) = &p.webhook_url {
             webhook::post_item(shared, url, json.clone());
         }
@@ -145,15 +178,36 @@ async fn make_item(
         webhook::put_bytes(shared, url, b, mime);
     }
     item.insert("seed".into(), json!(recipe.seed));
-    item.insert("NSFWContent".into(), json!(false));
+    item.insert("NSFWContent".into(), json!(roll_nsfw(shared)));
     if p.include_cost {
         item.insert("cost".into(), json!(PRICE_PER_IMAGE));
     }
     Ok(Value::Object(item))
 }
 
+/// True when this image is flagged NSFW (the [`Fault::Nsfw`](super::Fault::Nsfw) probability).
+fn roll_nsfw(shared: &Shared) -> bool {
+    let p = shared.faults.nsfw_probability();
+    p >= 1.0 || (p > 0.0 && shared.with_rng(|r| r.random::<f64>()) < p)
+}
+
+/// Fails the task as `plan` says (an injected failure): the error item is
+/// `{code, message, taskType, taskUUID}`, recorded and delivered like any task error.
+pub(crate) fn fail_injected(
+    shared: &Shared,
+    record: &TaskRecord,
+    session: Option<&Session>,
+    task_type: &str,
+    plan: &FailPlan,
+) {
+    tracing::info!(task = %record.uuid, code = %plan.code, "failing a task (fault injection)");
+    super::stats::bump(&shared.stats.tasks_failed_injected);
+    let e = task_error(&plan.code, plan.message.clone(), task_type, &record.uuid.to_string());
+    fail(shared, record, session, serde_json::to_value(&e).unwrap_or(Value::Null));
+}
+
 /// Records a task failure and delivers the error.
-fn fail(shared: &Shared, record: &TaskRecord, session: Option<&Session>, error: Value) {
+pub(crate) fn fail(shared: &Shared, record: &TaskRecord, session: Option<&Session>, error: Value) {
     let json: Arc<str> = Arc::from(error.to_string());
     record.fail(error);
     if let Some(s) = session {

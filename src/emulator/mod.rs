@@ -28,6 +28,8 @@
 
 pub mod config;
 mod connection;
+mod enhance;
+mod failures;
 mod faults;
 mod handlers;
 mod inference;
@@ -43,9 +45,10 @@ mod validate;
 mod webhook;
 
 pub use config::{Emulator, EmulatorBuilder, Latency};
+pub use failures::{FailMatch, FailRule};
 pub use faults::Fault;
 pub use server::EmulatorHandle;
-pub use stats::Stats;
+pub use stats::{Stats, TaskStats};
 
 /// Why the emulator could not start.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
 //! The HTTP side: the WebSocket upgrade on any path, `GET /images/{file}`,
-//! `GET /stats`; and the handle that controls a running emulator.
+//! `GET /stats`, `GET /stats/tasks`; and the handle that controls a running emulator.
 
 use super::EmulatorError;
 use super::config::Config;
@@ -7,13 +7,14 @@ use super::connection;
 use super::faults::{self, Fault};
 use super::media;
 use super::state::{Shared, lock};
-use super::stats::Stats;
+use super::stats::{Stats, TaskStats};
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State, WebSocketUpgrade};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -64,6 +65,13 @@ impl EmulatorHandle {
     /// How many times `task_uuid` was executed (over every API key); must be 0 or 1.
     pub fn executions(&self, task_uuid: Uuid) -> u32 {
         self.shared.tasks.executions(task_uuid, self.shared.cfg.api_keys.len())
+    }
+
+    /// Every retained task's counters and status, by taskUUID (also
+    /// `GET /stats/tasks`). Tasks the store has forgotten (past the retention or its
+    /// bounds) are not listed.
+    pub fn task_stats(&self) -> HashMap<Uuid, TaskStats> {
+        self.shared.tasks.task_stats()
     }
 
     /// How many WebSocket connections are open right now.
@@ -118,6 +126,7 @@ pub(crate) async fn start(cfg: Config) -> Result<EmulatorHandle, EmulatorError> 
     let app = Router::new()
         .route("/images/{file}", get(image))
         .route("/stats", get(stats))
+        .route("/stats/tasks", get(task_stats))
         .fallback(upgrade)
         .with_state(shared.clone());
     let down = shared.clone();
@@ -155,6 +164,9 @@ async fn upgrade(
     let Ok(ws) = ws else {
         return (StatusCode::NOT_FOUND, "Runware emulator: connect with a WebSocket on any path\n").into_response();
     };
+    if shared.faults.in_outage() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "service unavailable (outage, fault injection)\n").into_response();
+    }
     if shared.faults.take_refuse_handshake() {
         return (StatusCode::SERVICE_UNAVAILABLE, "handshake refused (fault injection)\n").into_response();
     }
@@ -171,6 +183,10 @@ async fn upgrade(
 
 async fn stats(State(shared): State<Arc<Shared>>) -> Json<Stats> {
     Json(shared.stats.snapshot())
+}
+
+async fn task_stats(State(shared): State<Arc<Shared>>) -> Json<HashMap<Uuid, TaskStats>> {
+    Json(shared.tasks.task_stats())
 }
 
 /// `GET /images/{uuid}.{ext}`: an uploaded or generated image.

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// A snapshot of the emulator's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// WebSocket connections accepted, in total.
     pub connections: u64,
@@ -41,6 +42,27 @@ pub struct Stats {
     pub get_responses: u64,
     /// Faults injected.
     pub faults_injected: u64,
+    /// Image results produced by successful generation, including those of a task
+    /// that later failed; duplicates and replays are not counted again.
+    pub images_billed: u64,
+    /// What those images cost, in micro-USD (`images_billed` × $0.04), whether or not
+    /// the task asked for `includeCost`.
+    pub billed_micro_usd: u64,
+    /// Tasks failed by a [`FailRule`](super::FailRule).
+    pub tasks_failed_injected: u64,
+}
+
+/// One task's counters (`EmulatorHandle::task_stats`, `GET /stats/tasks`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStats {
+    /// How many times the task ran (must stay at most 1).
+    pub executions: u32,
+    /// Image results billed for it.
+    pub images_billed: u32,
+    /// `processing`, `success` or `error`.
+    pub status: String,
+    /// The error code, when the task failed.
+    pub error_code: Option<String>,
 }
 
 /// The live counters.
@@ -63,6 +85,9 @@ pub(crate) struct Counters {
     pub pings: AtomicU64,
     pub get_responses: AtomicU64,
     pub faults_injected: AtomicU64,
+    pub images_billed: AtomicU64,
+    pub billed_micro_usd: AtomicU64,
+    pub tasks_failed_injected: AtomicU64,
 }
 
 /// Adds one.
@@ -98,6 +123,12 @@ impl Counters {
         }
     }
 
+    /// One image was produced and billed at `micro_usd`.
+    pub fn billed(&self, micro_usd: u64) {
+        bump(&self.images_billed);
+        add(&self.billed_micro_usd, micro_usd);
+    }
+
     /// A consistent-enough copy of every counter.
     pub fn snapshot(&self) -> Stats {
         let g = |c: &AtomicU64| c.load(Relaxed);
@@ -119,6 +150,9 @@ impl Counters {
             pings: g(&self.pings),
             get_responses: g(&self.get_responses),
             faults_injected: g(&self.faults_injected),
+            images_billed: g(&self.images_billed),
+            billed_micro_usd: g(&self.billed_micro_usd),
+            tasks_failed_injected: g(&self.tasks_failed_injected),
         }
     }
 }

@@ -4,6 +4,7 @@
 
 use super::config::KeyId;
 use super::state::lock;
+use super::stats::TaskStats;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
@@ -29,6 +30,7 @@ pub(crate) struct TaskRecord {
     /// Its latency, for `progress`.
     latency: Mutex<Duration>,
     executions: AtomicU32,
+    images_billed: AtomicU32,
     state: Mutex<RecordState>,
     store_bytes: Arc<AtomicUsize>,
 }
@@ -42,6 +44,27 @@ impl TaskRecord {
     /// How many times the task ran.
     pub fn executions(&self) -> u32 {
         self.executions.load(Relaxed)
+    }
+
+    /// Counts one billed image.
+    pub fn billed(&self) {
+        self.images_billed.fetch_add(1, Relaxed);
+    }
+
+    /// The task's counters and status.
+    pub fn task_stats(&self) -> TaskStats {
+        let st = lock(&self.state);
+        let (status, error_code) = match (&st.error, st.finished_at) {
+            (Some(e), _) => ("error", Some(e.get("code").and_then(Value::as_str).unwrap_or("unknown").to_string())),
+            (None, Some(_)) => ("success", None),
+            (None, None) => ("processing", None),
+        };
+        TaskStats {
+            executions: self.executions(),
+            images_billed: self.images_billed.load(Relaxed),
+            status: status.to_string(),
+            error_code,
+        }
     }
 
     /// Sets the latency used to report progress.
@@ -143,6 +166,7 @@ impl TaskStore {
             started: Instant::now(),
             latency: Mutex::new(Duration::ZERO),
             executions: AtomicU32::new(0),
+            images_billed: AtomicU32::new(0),
             state: Mutex::default(),
             store_bytes: self.bytes.clone(),
         });
@@ -171,6 +195,25 @@ impl TaskStore {
     pub fn executions(&self, uuid: Uuid, keys: usize) -> u32 {
         let inner = lock(&self.inner);
         (0..keys).filter_map(|k| inner.map.get(&(k, uuid))).map(|r| r.executions()).sum()
+    }
+
+    /// Every retained task's counters, by taskUUID (the same UUID under several keys
+    /// is merged: executions and images add up, the last status wins).
+    pub fn task_stats(&self) -> HashMap<Uuid, TaskStats> {
+        let records: Vec<_> = lock(&self.inner).map.values().cloned().collect();
+        let mut out: HashMap<Uuid, TaskStats> = HashMap::with_capacity(records.len());
+        for r in records {
+            let s = r.task_stats();
+            out.entry(r.uuid)
+                .and_modify(|e| {
+                    e.executions += s.executions;
+                    e.images_billed += s.images_billed;
+                    e.status.clone_from(&s.status);
+                    e.error_code.clone_from(&s.error_code);
+                })
+                .or_insert(s);
+        }
+        out
     }
 
     /// Forgets tasks finished longer ago than `retention`, and enforces the bounds.

@@ -14,6 +14,27 @@ use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
 const DOCS: &str = "https://runware.ai/docs/models/bfl-flux-1-kontext-pro";
+const ENHANCE_DOCS: &str = "https://runware.ai/docs/en/utilities/prompt-enhancer";
+
+/// The `promptEnhance` task type (a raw task type for the client).
+pub(crate) const PROMPT_ENHANCE: &str = "promptEnhance";
+/// `promptVersions`: 1–5, default 1.
+const PROMPT_VERSIONS: (i128, i128, i128) = (1, 5, 1);
+/// `promptMaxLength`: 12–400, default 380.
+const PROMPT_MAX_LENGTH: (i128, i128, i128) = (12, 400, 380);
+/// The longest `prompt` of `promptEnhance` accepted.
+const ENHANCE_PROMPT_MAX: usize = 3000;
+
+/// A `promptEnhance` task that passed every check.
+#[derive(Clone, Debug)]
+pub(crate) struct EnhanceParams {
+    pub task_uuid: Uuid,
+    pub prompt: String,
+    pub versions: u32,
+    pub max_length: usize,
+    pub include_cost: bool,
+    pub delivery: DeliveryMethod,
+}
 
 /// A Kontext `imageInference` task that passed every check.
 #[derive(Clone, Debug)]
@@ -79,14 +100,27 @@ pub(crate) fn integer(v: &Value) -> Result<i128, ()> {
 struct Checker<'a> {
     obj: &'a Map<String, Value>,
     uuid: Uuid,
+    task_type: &'static str,
+    docs: &'static str,
 }
 
 impl Checker<'_> {
     fn error(&self, code: &str, message: impl Into<String>, parameter: &str) -> ApiError {
-        let mut e =
-            task_error(code, message, tag::ImageInference::NAME, &self.uuid.to_string()).with_parameter(parameter);
-        e.documentation = Some(DOCS.to_string());
+        let mut e = task_error(code, message, self.task_type, &self.uuid.to_string()).with_parameter(parameter);
+        e.documentation = Some(self.docs.to_string());
         e
+    }
+
+    /// An optional integer field within `min..=max` (`default` when absent).
+    fn int_in(&self, name: &str, code: &str, (min, max, default): (i128, i128, i128)) -> Result<i128, ApiError> {
+        let v = self.opt_int(name, code)?.unwrap_or(default);
+        if !(min..=max).contains(&v) {
+            let mut e = self.error(code, format!("{name} must be between {min} and {max} (got {v})"), name);
+            e.extra.insert("min".into(), json!(min));
+            e.extra.insert("max".into(), json!(max));
+            return Err(e);
+        }
+        Ok(v)
     }
 
     fn violation(&self, code: &str, v: Violation) -> ApiError {
@@ -174,7 +208,7 @@ fn with_allowed<T>(mut e: ApiError, allowed: &[(&str, T)]) -> ApiError {
 
 /// Checks a Kontext `imageInference` task; the first broken rule is the error.
 pub(crate) fn inference(obj: &Map<String, Value>, uuid: Uuid) -> Result<InferenceParams, ApiError> {
-    let c = Checker { obj, uuid };
+    let c = Checker { obj, uuid, task_type: tag::ImageInference::NAME, docs: DOCS };
 
     let model = match c.field("model") {
         None => return Err(c.error("missingModel", "model is required", "model")),
@@ -322,6 +356,41 @@ pub(crate) fn inference(obj: &Map<String, Value>, uuid: Uuid) -> Result<Inferenc
     })
 }
 
+/// Checks a `promptEnhance` task; the first broken rule is the error.
+pub(crate) fn prompt_enhance(obj: &Map<String, Value>, uuid: Uuid) -> Result<EnhanceParams, ApiError> {
+    let c = Checker { obj, uuid, task_type: PROMPT_ENHANCE, docs: ENHANCE_DOCS };
+    let prompt = match c.field("prompt") {
+        None => return Err(c.error("missingPrompt", "prompt is required", "prompt")),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.chars().count() <= ENHANCE_PROMPT_MAX => s.clone(),
+        Some(Value::String(_)) => {
+            return Err(c.error(
+                "invalidPrompt",
+                format!("prompt must hold 1 to {ENHANCE_PROMPT_MAX} characters"),
+                "prompt",
+            ));
+        }
+        Some(v) => return Err(c.error("invalidPrompt", format!("prompt must be a string (got {v})"), "prompt")),
+    };
+    let versions = c.int_in("promptVersions", "invalidPromptVersions", PROMPT_VERSIONS)?;
+    let max_length = c.int_in("promptMaxLength", "invalidPromptMaxLength", PROMPT_MAX_LENGTH)?;
+    let include_cost = c.opt_bool(c.field("includeCost"), "includeCost", "invalidIncludeCost")?.unwrap_or(false);
+    let delivery = c
+        .choice(
+            "deliveryMethod",
+            "invalidDeliveryMethod",
+            &[("sync", DeliveryMethod::Sync), ("async", DeliveryMethod::Async)],
+        )?
+        .unwrap_or_default();
+    Ok(EnhanceParams {
+        task_uuid: uuid,
+        prompt,
+        versions: u32::try_from(versions).unwrap_or(1),
+        max_length: usize::try_from(max_length).unwrap_or(380),
+        include_cost,
+        delivery,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -365,5 +434,34 @@ mod tests {
         let (code, p) = code_of(|m| drop(m.remove("height")));
         assert_eq!(code, "invalidDimensions");
         assert!(p.is_some_and(|p| p.contains("height")));
+    }
+
+    #[test]
+    fn prompt_enhance_checks_name_the_parameter() {
+        let check = |v: Value| match v {
+            Value::Object(m) => match prompt_enhance(&m, Uuid::nil()) {
+                Ok(p) => ("ok".to_string(), Some(p)),
+                Err(e) => {
+                    assert_eq!(e.task_type.as_deref(), Some(PROMPT_ENHANCE));
+                    (format!("{}:{:?}", e.code, e.parameter), None)
+                }
+            },
+            _ => ("not an object".into(), None),
+        };
+        let (code, p) = check(json!({"prompt": "a cat"}));
+        assert_eq!(code, "ok");
+        assert!(p.is_some_and(|p| p.versions == 1 && p.max_length == 380 && !p.include_cost));
+        assert!(check(json!({})).0.starts_with("missingPrompt:"));
+        assert!(check(json!({"prompt": 3})).0.starts_with("invalidPrompt:"));
+        assert!(check(json!({"prompt": "  "})).0.starts_with("invalidPrompt:"));
+        let bad_versions = check(json!({"prompt": "a cat", "promptVersions": 6})).0;
+        assert!(bad_versions.starts_with("invalidPromptVersions:") && bad_versions.contains("promptVersions"));
+        assert!(check(json!({"prompt": "a cat", "promptVersions": 0})).0.starts_with("invalidPromptVersions:"));
+        assert!(check(json!({"prompt": "a cat", "promptMaxLength": 11})).0.starts_with("invalidPromptMaxLength:"));
+        assert!(check(json!({"prompt": "a cat", "promptMaxLength": 401})).0.starts_with("invalidPromptMaxLength:"));
+        assert!(check(json!({"prompt": "a cat", "promptMaxLength": "x"})).0.starts_with("invalidPromptMaxLength:"));
+        let (code, p) = check(json!({"prompt": "a cat", "promptVersions": 5, "promptMaxLength": 12}));
+        assert_eq!(code, "ok");
+        assert!(p.is_some_and(|p| p.versions == 5 && p.max_length == 12));
     }
 }
