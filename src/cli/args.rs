@@ -323,6 +323,48 @@ pub struct ServeArgs {
     /// Refuse the next N authentications.
     #[arg(long, value_name = "N")]
     pub refuse_auth: Option<u32>,
+    /// The error code of injected task failures (with --fail-rate, --fail-prompt,
+    /// --fail-task or --fail-every).
+    #[arg(long, value_name = "CODE", default_value = "serviceUnavailable", value_parser = parse_fail_code)]
+    pub fail_code: String,
+    /// Fail each accepted task with probability P (0 to 1).
+    #[arg(
+        long,
+        value_name = "P",
+        group = "fail_match",
+        value_parser = parse_probability,
+        allow_negative_numbers = true
+    )]
+    pub fail_rate: Option<f64>,
+    /// Fail tasks whose prompt contains TEXT (with --fail-times N: the first N tasks of
+    /// each distinct prompt).
+    #[arg(long, value_name = "TEXT", group = "fail_match")]
+    pub fail_prompt: Option<String>,
+    /// Fail the task with this taskUUID.
+    #[arg(long, value_name = "UUID", group = "fail_match")]
+    pub fail_task: Option<Uuid>,
+    /// Fail every accepted task (with --fail-times N: the next N).
+    #[arg(long, group = "fail_match")]
+    pub fail_every: bool,
+    /// Fail at most N tasks (per distinct prompt with --fail-prompt).
+    #[arg(long, value_name = "N", requires = "fail_match")]
+    pub fail_times: Option<u32>,
+    /// Deliver K results of a failing task before its error.
+    #[arg(long, value_name = "K", requires = "fail_match")]
+    pub fail_after: Option<u32>,
+    /// Flag each image result NSFWContent:true with probability P (0 to 1).
+    #[arg(long, value_name = "P", value_parser = parse_probability, allow_negative_numbers = true)]
+    pub nsfw_rate: Option<f64>,
+    /// Start one outage (every connection dropped, upgrades refused with 503) this
+    /// long after start.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "outage_for")]
+    pub outage_after: Option<Duration>,
+    /// How long the outage of --outage-after lasts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "outage_after")]
+    pub outage_for: Option<Duration>,
+    /// Render images at width/N × height/N (faster; the images are smaller than asked).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub render_divisor: Option<u32>,
 }
 
 /// `--latency` of `serve`.
@@ -351,6 +393,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("duration out of range: {s:?}"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a probability: a number from 0 to 1.
+pub fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.trim().parse().map_err(|_| format!("not a probability: {s:?} (a number from 0 to 1)"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("probability out of range: {s:?} (must be from 0 to 1)"));
+    }
+    Ok(p)
+}
+
+/// Parses an error code: a non-empty word of ASCII letters and digits.
+pub fn parse_fail_code(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("not an error code: {s:?} (e.g. serviceUnavailable, timeoutProvider)"));
+    }
+    Ok(t.to_string())
 }
 
 /// Parses `0`, `5ms`, or `2s..5s`.

@@ -1,11 +1,12 @@
 //! `runware serve`: the Runware emulator as a standalone server, until Ctrl-C,
-//! with optional periodic faults.
+//! with optional periodic faults, injected task failures, NSFW flags and one
+//! scheduled outage.
 
 use super::EXIT_OK;
 use super::args::{ApiArgs, LatencyArg, ServeArgs};
 use super::error::CliError;
 use super::output::Output;
-use crate::emulator::{Emulator, EmulatorError, Fault, Latency};
+use crate::emulator::{Emulator, EmulatorError, FailMatch, FailRule, Fault, Latency};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +32,9 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
     }
     if let Some(seed) = args.seed {
         builder = builder.seed(seed);
+    }
+    if let Some(n) = args.render_divisor {
+        builder = builder.render_divisor(n);
     }
     let handle = builder.start().await.map_err(|e| match e {
         EmulatorError::Bind { .. } | EmulatorError::Config(_) => CliError::Usage(e.to_string()),
@@ -67,6 +71,9 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
             handle.inject(fault(n));
         }
     }
+    for fault in task_faults(&args) {
+        handle.inject(fault);
+    }
     let mut periodic = tokio::task::JoinSet::new();
     for (every, fault) in [
         (args.drop_every, Fault::Drop),
@@ -90,6 +97,14 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
         });
     }
 
+    if let (Some(after), Some(length)) = (args.outage_after, args.outage_for) {
+        let handle = handle.clone();
+        periodic.spawn(async move {
+            tokio::time::sleep(after).await;
+            handle.inject(Fault::Outage(length));
+        });
+    }
+
     if let Err(e) = ctrl_c.await {
         out.error(&format!("cannot wait for Ctrl-C: {e}"));
     }
@@ -105,4 +120,111 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
         ));
     }
     Ok(EXIT_OK)
+}
+
+/// The fail rule the `--fail-*` flags describe, if any.
+fn fail_rule(args: &ServeArgs) -> Option<FailRule> {
+    let matching = if let Some(p) = args.fail_rate {
+        FailMatch::Probability(p)
+    } else if let Some(text) = &args.fail_prompt {
+        FailMatch::PromptContains(text.clone())
+    } else if let Some(uuid) = args.fail_task {
+        FailMatch::TaskUuid(uuid)
+    } else if args.fail_every {
+        FailMatch::Every
+    } else {
+        return None;
+    };
+    let mut rule = FailRule::new(args.fail_code.clone(), matching).after(args.fail_after.unwrap_or(0));
+    if let Some(n) = args.fail_times {
+        rule = rule.times(n);
+    }
+    Some(rule)
+}
+
+/// The task faults armed at start: the fail rule and the NSFW rate.
+fn task_faults(args: &ServeArgs) -> Vec<Fault> {
+    let mut faults: Vec<Fault> = fail_rule(args).into_iter().map(Fault::FailTasks).collect();
+    if let Some(p) = args.nsfw_rate.filter(|p| *p > 0.0) {
+        faults.push(Fault::Nsfw(p));
+    }
+    faults
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use clap::Parser;
+
+    fn serve(flags: &[&str]) -> Result<ServeArgs, String> {
+        let argv = ["runware", "serve"].into_iter().chain(flags.iter().copied());
+        match Cli::try_parse_from(argv) {
+            Ok(cli) => match cli.command {
+                Command::Serve(s) => Ok(s),
+                _ => Err("not serve".into()),
+            },
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    #[test]
+    fn no_fail_flags_no_task_faults() {
+        let args = serve(&[]).unwrap();
+        assert_eq!(args.fail_code, "serviceUnavailable");
+        assert!(task_faults(&args).is_empty());
+        assert_eq!((args.render_divisor, args.outage_after, args.outage_for), (None, None, None));
+    }
+
+    #[test]
+    fn fail_flags_build_one_rule() {
+        let args = serve(&["--fail-rate", "0.25", "--fail-times", "3", "--fail-after", "1"]).unwrap();
+        let rule = FailRule::new("serviceUnavailable", FailMatch::Probability(0.25)).after(1).times(3);
+        assert_eq!(task_faults(&args), vec![Fault::FailTasks(rule)]);
+
+        let args = serve(&["--fail-prompt", "sky", "--fail-code", "timeoutProvider", "--fail-times", "1"]).unwrap();
+        let rule = fail_rule(&args).unwrap();
+        assert_eq!((rule.code.as_str(), rule.times, rule.after_results), ("timeoutProvider", Some(1), 0));
+        assert_eq!(rule.matching, FailMatch::PromptContains("sky".into()));
+
+        let id = uuid::Uuid::new_v4();
+        let args = serve(&["--fail-task", &id.to_string()]).unwrap();
+        assert_eq!(fail_rule(&args).map(|r| r.matching), Some(FailMatch::TaskUuid(id)));
+        let args = serve(&["--fail-every", "--nsfw-rate", "1"]).unwrap();
+        let faults = task_faults(&args);
+        assert!(
+            matches!(&faults[..], [Fault::FailTasks(r), Fault::Nsfw(p)] if r.matching == FailMatch::Every && *p == 1.0)
+        );
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_flag() {
+        for (flags, flag) in [
+            (&["--fail-rate", "1.5"][..], "--fail-rate"),
+            (&["--fail-rate", "-0.1"][..], "--fail-rate"),
+            (&["--fail-rate", "often"][..], "--fail-rate"),
+            (&["--nsfw-rate", "2"][..], "--nsfw-rate"),
+            (&["--nsfw-rate", "-1"][..], "--nsfw-rate"),
+            (&["--fail-task", "not-a-uuid"][..], "--fail-task"),
+            (&["--render-divisor", "0"][..], "--render-divisor"),
+            (&["--fail-code", "", "--fail-every"][..], "--fail-code"),
+            (&["--fail-times", "2"][..], "--fail-times"),
+            (&["--fail-after", "2"][..], "--fail-after"),
+            (&["--fail-rate", "0.5", "--fail-every"][..], "--fail-every"),
+            (&["--outage-after", "1s"][..], "--outage-for"),
+            (&["--outage-for", "1s"][..], "--outage-after"),
+            (&["--outage-after", "soon", "--outage-for", "1s"][..], "--outage-after"),
+        ] {
+            let err = serve(flags).err().unwrap_or_else(|| panic!("{flags:?} was accepted"));
+            assert!(err.contains(flag), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn outage_and_render_divisor_parse() {
+        let args = serve(&["--outage-after", "2s", "--outage-for", "500ms", "--render-divisor", "4"]).unwrap();
+        assert_eq!(args.outage_after, Some(Duration::from_secs(2)));
+        assert_eq!(args.outage_for, Some(Duration::from_millis(500)));
+        assert_eq!(args.render_divisor, Some(4));
+    }
 }
