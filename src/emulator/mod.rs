@@ -18,13 +18,42 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Task types served: `imageInference` (FLUX.1 Kontext \[pro\]), `promptEnhance`,
+//! `imageUpload`, `mediaStorage`, `getResponse`, plus `authentication` and `ping`.
+//!
+//! **Faults** ([`Fault`]): connection faults (drops, close frames, half-open sockets,
+//! refused or slow handshakes, an [`Fault::Outage`]), protocol noise (stray errors,
+//! garbage, duplicate results) and task faults: [`Fault::FailTasks`] arms a
+//! [`FailRule`] that fails accepted tasks on the server (by taskUUID, by prompt, at
+//! random, or the next N), possibly after some of their results, as Runware does
+//! (protocol §7.1); [`Fault::Nsfw`] flags results `NSFWContent`.
+//!
+//! **Billing** ([`Stats::images_billed`], [`Stats::billed_micro_usd`]): every image
+//! produced is billed at $0.04, also when its task later fails; duplicates and
+//! replays are not. [`EmulatorHandle::task_stats`] (and `GET /stats/tasks`) gives
+//! each task's executions, billed images and status; `GET /stats` the totals.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use runware_ws::emulator::{Emulator, FailMatch, FailRule, Fault};
+//!
+//! let emu = Emulator::builder().render_divisor(8).start().await?;
+//! // The first task of each prompt containing "line" times out after one result.
+//! emu.inject(Fault::FailTasks(
+//!     FailRule::new("timeoutProvider", FailMatch::PromptContains("line".into())).after(1).times(1),
+//! ));
+//! # Ok(()) }
+//! ```
+//!
 //! Modules, one job each: [`config`] (builder and defaults), `server` (HTTP routes and
 //! the WebSocket upgrade), `connection` (one socket: reader, writer, supervisor),
 //! `handlers` (one function per task type), `session` (sessions and their buffered
 //! results), `tasks` (the per-key task store behind conflicts and `getResponse`),
-//! `validate` (server-side Kontext checks), `inference` (running a task), `render`
-//! (pictures), `media` (served images and uploads), `references` (fetching reference
-//! images), `faults`, `webhook`, `stats`.
+//! `validate` (server-side Kontext and `promptEnhance` checks), `inference` (running
+//! an image task, billing, failing a task), `enhance` (running a `promptEnhance`
+//! task), `render` (pictures), `media` (served images and uploads), `references`
+//! (fetching reference images), `faults` (injecting faults), `failures` (which task
+//! a [`FailRule`] fails), `webhook`, `stats`.
 
 pub mod config;
 mod connection;

@@ -17,7 +17,7 @@ pub struct Stats {
     pub auth_failures: u64,
     /// Task objects received (every kind except `authentication` and `ping`).
     pub tasks_received: u64,
-    /// `imageInference` executions started.
+    /// `imageInference` and `promptEnhance` executions started.
     pub executions_total: u64,
     /// The most executions of one `taskUUID` (must stay 1).
     pub max_executions_per_task: u64,
@@ -32,7 +32,7 @@ pub struct Stats {
     pub results_buffered: u64,
     /// Buffered result items later written on a resumed session.
     pub results_replayed: u64,
-    /// `imageInference` tasks accepted and not yet finished.
+    /// `imageInference` and `promptEnhance` tasks accepted and not yet finished.
     pub outstanding: u64,
     /// The high-water mark of `outstanding`.
     pub max_outstanding: u64,
