@@ -237,7 +237,7 @@ async fn an_outage_drops_connections_refuses_upgrades_then_recovers() {
     let id = Uuid::new_v4();
     send(&mut ws, json!([kontext(id, json!({}))])).await;
     eventually("the task is running", || emu.stats().outstanding == 1).await;
-    let outage = Duration::from_millis(700);
+    let outage = Duration::from_millis(1000);
     let injected = Instant::now();
     emu.inject(Fault::Outage(outage));
     assert!(matches!(next_event(&mut ws).await, Event::Ended), "an abrupt drop");
