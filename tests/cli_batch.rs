@@ -102,7 +102,7 @@ async fn bad_lines_are_named_and_skipped_while_the_rest_runs() {
             json!({"positivePrompt":"Make it snow","size":"5:4"}),
             json!(""),
             json!({"positivePrompt":"Make it rain","size":"4:3","inputs":{"referenceImages":["pine.png"]},"outputType":"base64Data"}),
-            json!({"taskType":"promptEnhance","prompt":"a cat"}),
+            json!({"taskType":"videoInference","positivePrompt":"a cat"}),
         ],
     );
     let run = exec(batch_cmd(&emu, &input, &out)).await;

@@ -12,8 +12,9 @@ const AFTER_HELP: &str = "\
 Without RUNWARE_API_KEY (or --api-key) and without --url, commands that need the API
 run against an embedded Runware emulator on 127.0.0.1 (synthetic images).
 
-Exit codes: 0 all ok, 1 some tasks failed, 2 usage or input errors,
-3 authentication or connection failure, 130 interrupted.";
+Exit codes: 0 all ok, 1 some tasks failed or are still pending, 2 usage or input
+errors, 3 authentication or connection failure, 4 the account cannot pay (insufficient
+credits or quota), 130 interrupted.";
 
 /// `runware`
 #[derive(Parser, Debug)]
@@ -216,9 +217,27 @@ pub struct BatchArgs {
     /// Directory for the images.
     #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
     pub out: PathBuf,
-    /// The results journal [default: FILE.results.jsonl beside the input].
+    /// The results journal [default: FILE.results.jsonl beside the input, or
+    /// FILE.emulator.results.jsonl on the embedded emulator].
     #[arg(long, value_name = "FILE")]
     pub results: Option<PathBuf>,
+    /// Start a new journal (the old one is kept beside it as FILE.<time>.old).
+    #[arg(long)]
+    pub fresh: bool,
+    /// New attempts (under new taskUUIDs) for a line the server failed with a
+    /// retryable error: provider, server-side timeout, server error, rate limit.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
+    /// The wait before a line's first retry; doubled each time, ±50 % jitter, at most 1 min.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    /// Stop waiting for an unreachable server after this long [default: wait for ever].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub give_up_after: Option<Duration>,
+    /// Send again a task first sent longer ago than the server is known to remember
+    /// taskUUIDs, when the server no longer knows it (it may then run twice).
+    #[arg(long)]
+    pub resubmit_stale: bool,
     /// Do not download URL results (base64 and data URI results are still written).
     #[arg(long)]
     pub no_download: bool,
@@ -228,7 +247,8 @@ pub struct BatchArgs {
     /// On Ctrl-C, wait this long for the tasks in flight.
     #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
     pub grace: Duration,
-    /// Give up on a task after this long.
+    /// Stop waiting for one attempt's results after this long; the task is then
+    /// recovered under the same taskUUID, never sent under a new one.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
 }

@@ -2,10 +2,10 @@
 
 use super::EXIT_OK;
 use super::args::{ApiArgs, EditArgs};
+use super::batch::journal::ImageRecord;
 use super::download::{Saver, file_safe, short_uuid};
 use super::embedded::Endpoint;
 use super::error::CliError;
-use super::journal::ImageRecord;
 use super::output::{Output, dollars};
 use crate::client::ImageResult;
 use crate::protocol::{ClientTask, ImageInference, Kontext, KontextSize, encode_frame};

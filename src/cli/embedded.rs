@@ -30,6 +30,20 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// What a batch journal records as the endpoint: the URL a run will use, or
+/// `embedded emulator` when it will start one (no key and no `--url`).
+pub fn endpoint_id(api: &ApiArgs) -> String {
+    match (&api.url, &api.api_key) {
+        (None, None) => super::batch::journal::EMBEDDED_ENDPOINT.to_string(),
+        (url, _) => url.clone().unwrap_or_else(|| DEFAULT_URL.to_string()),
+    }
+}
+
+/// True when a run with these flags uses the embedded emulator.
+pub fn is_embedded(api: &ApiArgs) -> bool {
+    api.url.is_none() && api.api_key.is_none()
+}
+
 impl Endpoint {
     /// The API with the user's key, or the embedded emulator when there is neither
     /// a key nor a URL (one notice line on stderr says so).

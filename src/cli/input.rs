@@ -1,10 +1,11 @@
 //! Batch input: one task object per line, in the wire format's field names.
 //!
 //! - `taskType` defaults to `imageInference`, `model` to `bfl:3@1`.
-//! - `taskUUID` is optional: without one, a line gets a UUID derived from the
-//!   input file's canonical path, the line number and a hash of the line, so the
-//!   same line of the same file always has the same taskUUID (what makes a batch
-//!   resumable without running anything twice).
+//! - `id` (optional, a string unique in the file) names the line; it is the
+//!   line's identity in the journal and is not sent. Without one, a line's
+//!   identity is a hash of its content (see `batch::identity`).
+//! - `taskUUID` is optional: it is then the taskUUID of the line's first attempt;
+//!   without one, attempts get UUIDs derived from the batch id and the line's identity.
 //! - `inputs.referenceImages` may name local files (relative to the input file's
 //!   directory); they are sent as data URIs.
 //! - `size` (`"1248x832"` or `"3:2"`) may stand for `width` and `height`.
@@ -22,23 +23,8 @@ use serde_json::{Map, Value};
 use std::path::Path;
 use uuid::Uuid;
 
-/// Namespace of the taskUUIDs derived for batch lines.
-const TASK_NAMESPACE: Uuid = Uuid::from_u128(0x8c4e_1f0a_52b3_4c8e_9d57_2a61_f3b0_7e14);
-/// Namespace of line content hashes.
-const CONTENT_NAMESPACE: Uuid = Uuid::from_u128(0x3b9d_62c7_0e48_4f15_a1d2_97c3_5e80_b6f9);
-
-/// The taskUUID of a line without one: the SHA-1 name-based hash of (canonical
-/// input path, line number, content hash) — computed as a UUID v5, whose content
-/// hash is itself a UUID v5 of the line's bytes — then stamped as a version-4 UUID,
-/// because the API requires taskUUIDs to be UUID v4. Deterministic all the same.
-pub fn derive_task_uuid(canonical_input: &str, line: usize, content: &str) -> Uuid {
-    let content_hash = Uuid::new_v5(&CONTENT_NAMESPACE, content.as_bytes());
-    let hashed = Uuid::new_v5(&TASK_NAMESPACE, format!("{canonical_input}\n{line}\n{content_hash}").as_bytes());
-    uuid::Builder::from_random_bytes(hashed.into_bytes()).into_uuid()
-}
-
 /// A task ready to submit.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Task {
     /// `imageInference` for `bfl:3@1`, every Kontext rule checked.
     Kontext(Box<ImageInference>),
@@ -60,6 +46,56 @@ impl Task {
                     Some("WEBP") => "webp",
                     _ => "jpg",
                 }
+            }
+        }
+    }
+
+    /// How many results the line asks for (`numberResults`, or what the task type
+    /// counts for a raw task).
+    pub fn wanted(&self) -> u32 {
+        match self {
+            Task::Kontext(t) | Task::Inference(t) => t.expected_results(),
+            Task::Raw(r) => r.expected_results(),
+        }
+    }
+
+    /// The seed the line sets, if any.
+    pub fn seed(&self) -> Option<u64> {
+        match self {
+            Task::Kontext(t) | Task::Inference(t) => t.seed,
+            Task::Raw(r) => r.as_object().get("seed").and_then(Value::as_u64),
+        }
+    }
+
+    /// The task of one attempt: the line's task under `task_uuid`, asking for
+    /// `count` results, with `seed` when the line sets one.
+    pub fn for_attempt(&self, task_uuid: Uuid, count: u32, seed: Option<u64>) -> Result<Task, LineError> {
+        match self {
+            Task::Kontext(t) | Task::Inference(t) => {
+                let mut t = t.clone();
+                t.task_uuid = task_uuid;
+                if count != t.expected_results() {
+                    t.number_results = Some(count);
+                }
+                if seed.is_some() {
+                    t.seed = seed;
+                }
+                Ok(match self {
+                    Task::Kontext(_) => Task::Kontext(t),
+                    _ => Task::Inference(t),
+                })
+            }
+            Task::Raw(r) => {
+                let mut obj = r.as_object().clone();
+                obj.insert("taskUUID".into(), Value::String(task_uuid.to_string()));
+                if count != r.expected_results() {
+                    let field = if obj.contains_key("promptVersions") { "promptVersions" } else { "numberResults" };
+                    obj.insert(field.into(), Value::from(count));
+                }
+                if let Some(s) = seed.filter(|_| obj.contains_key("seed")) {
+                    obj.insert("seed".into(), Value::from(s));
+                }
+                RawTask::new(Value::Object(obj)).map(Task::Raw).map_err(LineError::violations)
             }
         }
     }
@@ -138,6 +174,8 @@ pub fn build(value: Value, task_uuid: Uuid, base_dir: &Path) -> Result<Task, Lin
             return Err(LineError::violations(v.into()));
         }
     };
+    // `id` names the line for the journal; it is not part of the task.
+    obj.remove("id");
     obj.insert("taskType".into(), Value::String(task_type.clone()));
     obj.insert("taskUUID".into(), Value::String(task_uuid.to_string()));
     if task_type != "imageInference" {
@@ -401,15 +439,5 @@ mod tests {
         assert_eq!(e.code, "invalidJson");
         assert!(e.message.contains("column"), "{}", e.message);
         assert!(!e.describe(4).contains("line 1"), "{}", e.describe(4));
-    }
-
-    #[test]
-    fn derived_uuids_are_stable_and_distinct() {
-        let a = derive_task_uuid("/x/in.jsonl", 1, "{}");
-        assert_eq!(a, derive_task_uuid("/x/in.jsonl", 1, "{}"));
-        assert_ne!(a, derive_task_uuid("/x/in.jsonl", 2, "{}"));
-        assert_ne!(a, derive_task_uuid("/y/in.jsonl", 1, "{}"));
-        assert_ne!(a, derive_task_uuid("/x/in.jsonl", 1, "{ }"));
-        assert_eq!(a.get_version_num(), 4, "the API takes UUID v4 taskUUIDs");
     }
 }

@@ -13,7 +13,6 @@ mod edit;
 mod embedded;
 mod error;
 mod input;
-mod journal;
 mod output;
 mod ping;
 mod progress;
@@ -35,6 +34,8 @@ pub const EXIT_FAILED: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code: authentication or connection failure.
 pub const EXIT_CONNECTION: u8 = 3;
+/// Exit code: the account cannot pay for more work (insufficient credits, quota).
+pub const EXIT_ACCOUNT: u8 = 4;
 /// Exit code: interrupted (Ctrl-C) before the work was done.
 pub const EXIT_INTERRUPTED: u8 = 130;
 

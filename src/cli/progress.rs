@@ -19,13 +19,47 @@ pub struct Progress {
     started: Instant,
     ok: AtomicU64,
     failed: AtomicU64,
+    pending: AtomicU64,
+    retries: AtomicU64,
     in_flight: AtomicU64,
-    saving: AtomicU64,
     images: AtomicU64,
     cost_micros: AtomicU64,
+    cap: AtomicU64,
+    max_cap: AtomicU64,
+    outage: Mutex<Option<Outage>>,
     latencies_ms: Mutex<Vec<u64>>,
     bar: Option<ProgressBar>,
     plain: bool,
+}
+
+/// The server cannot be reached: since when, and what the reconnect loop is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    /// When the connection was lost.
+    pub since: Instant,
+    /// The reconnect attempt under way.
+    pub attempt: u32,
+    /// The wait before that attempt, when known.
+    pub retry_in: Option<Duration>,
+}
+
+/// `waiting for the server since 00:42 (for 12.0 s), attempt 9, next in 5.0 s`: since
+/// when on the run's clock (minutes:seconds from its start), for how long, and what
+/// the reconnect loop does next.
+pub fn describe_outage(o: &Outage, run_started: Instant, now: Instant) -> String {
+    let at = o.since.saturating_duration_since(run_started).as_secs();
+    let lasted = now.saturating_duration_since(o.since);
+    let mut s = format!(
+        "waiting for the server since {:02}:{:02} (for {}), attempt {}",
+        at / 60,
+        at % 60,
+        super::output::human_duration(lasted),
+        o.attempt
+    );
+    if let Some(d) = o.retry_in {
+        s.push_str(&format!(", next in {}", super::output::human_duration(d)));
+    }
+    s
 }
 
 /// Latency percentiles in milliseconds.
@@ -58,10 +92,14 @@ impl Progress {
             started: Instant::now(),
             ok: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            pending: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
-            saving: AtomicU64::new(0),
             images: AtomicU64::new(0),
             cost_micros: AtomicU64::new(0),
+            cap: AtomicU64::new(0),
+            max_cap: AtomicU64::new(0),
+            outage: Mutex::new(None),
             latencies_ms: Mutex::new(Vec::new()),
             bar,
             plain: !quiet && !terminal,
@@ -76,42 +114,66 @@ impl Progress {
         }
     }
 
-    /// A task was submitted.
+    /// An attempt was sent.
     pub fn submitted(&self) {
         self.in_flight.fetch_add(1, Relaxed);
     }
 
-    /// A submitted task's results are all in (or it failed): it is no longer in
-    /// flight, and its images are being saved.
-    pub fn arrived(&self) {
-        self.in_flight.fetch_sub(1, Relaxed);
-        self.saving.fetch_add(1, Relaxed);
+    /// A sent attempt ended (all its results, or a failure).
+    pub fn attempt_ended(&self) {
+        let _ = self.in_flight.fetch_update(Relaxed, Relaxed, |n| Some(n.saturating_sub(1)));
     }
 
-    /// A task that [arrived](Progress::arrived) ended.
-    pub fn finished(&self, ok: bool, images: u64, cost: f64, latency: Option<Duration>) {
-        self.saving.fetch_sub(1, Relaxed);
-        self.record(ok, images, cost, latency);
+    /// An image was saved (or, without downloads, received), at `cost` USD.
+    pub fn image(&self, cost: Option<f64>) {
+        self.images.fetch_add(1, Relaxed);
+        if let Some(c) = cost.filter(|c| *c > 0.0) {
+            self.cost_micros.fetch_add((c * 1e6).round() as u64, Relaxed);
+        }
+    }
+
+    /// A line will be tried again under a new taskUUID.
+    pub fn retried(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// A line ended: `ok`, or failed.
+    pub fn line_done(&self, ok: bool, latency: Option<Duration>) {
+        self.record(ok, latency);
+    }
+
+    /// A line's outcome is not known yet: it stays pending in the journal.
+    pub fn line_pending(&self) {
+        self.pending.fetch_add(1, Relaxed);
+        if let Some(bar) = &self.bar {
+            bar.inc(1);
+        }
     }
 
     /// A line failed before it was submitted.
     pub fn rejected(&self) {
-        self.record(false, 0, 0.0, None);
+        self.record(false, None);
     }
 
-    fn record(&self, ok: bool, images: u64, cost: f64, latency: Option<Duration>) {
+    /// The in-flight cap now, and its maximum.
+    pub fn set_cap(&self, cap: usize, max: usize) {
+        self.cap.store(cap as u64, Relaxed);
+        self.max_cap.store(max as u64, Relaxed);
+    }
+
+    /// The server is unreachable (`Some`), or reachable again (`None`).
+    pub fn set_outage(&self, outage: Option<Outage>) {
+        *self.outage.lock().unwrap_or_else(|p| p.into_inner()) = outage;
+    }
+
+    fn record(&self, ok: bool, latency: Option<Duration>) {
         if ok {
             self.ok.fetch_add(1, Relaxed);
         } else {
             self.failed.fetch_add(1, Relaxed);
         }
-        self.images.fetch_add(images, Relaxed);
-        if cost > 0.0 {
-            self.cost_micros.fetch_add((cost * 1e6).round() as u64, Relaxed);
-        }
-        if let Some(l) = latency
-            && let Ok(mut v) = self.latencies_ms.lock()
-        {
+        if let Some(l) = latency {
+            let mut v = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
             v.push(u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
         }
         if let Some(bar) = &self.bar {
@@ -127,13 +189,17 @@ impl Progress {
     pub fn failed(&self) -> u64 {
         self.failed.load(Relaxed)
     }
-    /// Tasks in flight now.
+    /// Attempts in flight now.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Relaxed)
     }
-    /// Tasks whose images are being saved now.
-    pub fn saving(&self) -> u64 {
-        self.saving.load(Relaxed)
+    /// Lines left pending (outcome unknown, or the run stopped).
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Relaxed)
+    }
+    /// New attempts made after a failure the server reported.
+    pub fn retries(&self) -> u64 {
+        self.retries.load(Relaxed)
     }
     /// Images saved (or, without downloads, received).
     pub fn images(&self) -> u64 {
@@ -150,7 +216,7 @@ impl Progress {
 
     /// Latency percentiles of the tasks that ended (submit → last result).
     pub fn percentiles(&self) -> Percentiles {
-        let mut v = self.latencies_ms.lock().map(|v| v.clone()).unwrap_or_default();
+        let mut v = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if v.is_empty() {
             return Percentiles::default();
         }
@@ -159,24 +225,35 @@ impl Progress {
         Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
     }
 
-    /// `ok 12 · failed 1 · in flight 32 · saving 3 · 8.4 img/s · ETA 42 s`
+    /// `ok 12 · failed 1 · retries 2 · in flight 32 (cap 32) · 8.4 img/s · ETA 42 s`, and
+    /// `· waiting for the server since 00:42, attempt 9, next in 5 s` during an outage.
     pub fn status_line(&self) -> String {
         let secs = self.elapsed().as_secs_f64().max(1e-3);
-        let done = self.ok() + self.failed();
+        let done = self.ok() + self.failed() + self.pending();
         let remaining = self.total.saturating_sub(done);
         let eta = if done == 0 {
             "?".to_string()
         } else {
             super::output::human_duration(Duration::from_secs_f64(remaining as f64 * secs / done as f64))
         };
-        format!(
-            "ok {} · failed {} · in flight {} · saving {} · {:.1} img/s · ETA {eta}",
+        let (cap, max) = (self.cap.load(Relaxed), self.max_cap.load(Relaxed));
+        let cap = if cap < max { format!(" (cap {cap} of {max})") } else { String::new() };
+        let mut line = format!(
+            "ok {} · failed {} · retries {} · in flight {}{cap} · {:.1} img/s · ETA {eta}",
             self.ok(),
             self.failed(),
+            self.retries(),
             self.in_flight(),
-            self.saving(),
             self.images() as f64 / secs
-        )
+        );
+        if self.pending() > 0 {
+            line.push_str(&format!(" · pending {}", self.pending()));
+        }
+        let outage = *self.outage.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(o) = outage {
+            line.push_str(&format!(" · {}", describe_outage(&o, self.started, Instant::now())));
+        }
+        line
     }
 
     /// Refreshes the display until `stop` is notified.
@@ -225,12 +302,32 @@ mod tests {
         let p = Progress::new(100, true);
         for ms in 1..=100 {
             p.submitted();
-            p.arrived();
-            p.finished(ms % 10 != 0, 2, 0.04, Some(Duration::from_millis(ms)));
+            p.image(Some(0.02));
+            p.image(Some(0.02));
+            p.attempt_ended();
+            p.line_done(ms % 10 != 0, Some(Duration::from_millis(ms)));
         }
         p.rejected();
-        assert_eq!((p.ok(), p.failed(), p.in_flight(), p.saving(), p.images()), (90, 11, 0, 0, 200));
+        p.line_pending();
+        assert_eq!((p.ok(), p.failed(), p.in_flight(), p.pending(), p.images()), (90, 11, 0, 1, 200));
         assert!((p.cost() - 4.0).abs() < 1e-9);
         assert_eq!(p.percentiles(), Percentiles { p50: 50, p95: 95, p99: 99 });
+    }
+
+    #[test]
+    fn the_status_line_shows_the_cap_and_an_outage() {
+        let p = Progress::new(10, true);
+        p.set_cap(4, 32);
+        assert!(p.status_line().contains("(cap 4 of 32)"), "{}", p.status_line());
+        p.set_cap(32, 32);
+        assert!(!p.status_line().contains("cap"), "{}", p.status_line());
+        let start = Instant::now();
+        let o = Outage { since: start + Duration::from_secs(42), attempt: 9, retry_in: Some(Duration::from_secs(5)) };
+        let text = describe_outage(&o, start, start + Duration::from_secs(54));
+        assert_eq!(text, "waiting for the server since 00:42 (for 12.0 s), attempt 9, next in 5.0 s");
+        p.set_outage(Some(o));
+        assert!(p.status_line().contains("attempt 9"), "{}", p.status_line());
+        p.set_outage(None);
+        assert!(!p.status_line().contains("waiting"));
     }
 }

@@ -71,14 +71,24 @@ pub fn example_image(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/images").join(name)
 }
 
-/// Every record of a results journal, in order.
+/// Every `result` record of a results journal (a line's outcome), in order.
 pub fn journal(path: &Path) -> Vec<Value> {
+    entries(path).into_iter().filter(|r| r["type"] == "result").collect()
+}
+
+/// Every record of a results journal (header, attempts, images, outcomes), in order.
+pub fn entries(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("journal lines are JSON"))
         .collect()
+}
+
+/// Every record of `kind` (`attempt`, `image`, `attemptFailed`, `result`).
+pub fn entries_of(path: &Path, kind: &str) -> Vec<Value> {
+    entries(path).into_iter().filter(|r| r["type"] == kind).collect()
 }
 
 /// The latest record of each line number.

@@ -1,0 +1,447 @@
+//! One line's run: its attempts, their results, and what each failure means.
+//!
+//! - An attempt is journaled (and flushed) before it is sent.
+//! - Every image is saved and journaled as it arrives; an image already journaled
+//!   (by an earlier attempt or run) is neither saved nor counted again.
+//! - A failure **the server reported** as retryable (provider, server-side
+//!   timeout, server error, rate limit) ends the attempt; after a backoff with
+//!   jitter the next attempt runs under a new taskUUID, for the missing results
+//!   only, with its seed moved past the images received (when the line sets one).
+//! - An **unknown outcome** (client deadline, lost connection) is never retried
+//!   under a new taskUUID: the same attempt is sent again once the connection is
+//!   back — the server answers `conflictTaskUUID` and its results are recovered —
+//!   and left pending in the journal when the run ends first.
+//! - Account failures (key refused, no credits) stop the whole batch; the line
+//!   stays pending. Anything else the server refused is final at once.
+
+use super::identity;
+use super::journal::{AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, Record, now_ms};
+use super::reader::LineJob;
+use super::{Ctx, Stop};
+use crate::cli::download::{file_safe, short_uuid};
+use crate::cli::input::Task;
+use crate::client::{ClientError, ImageResult, KontextStream, TaskStream};
+use crate::protocol::{ClientTask, ErrorKind, ResultItem};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Times one run sends an attempt of unknown outcome again before leaving it pending.
+const MAX_RECOVERIES: u32 = 5;
+/// Rate-limited attempts of one line in one run (they do not use up `--retries`).
+const MAX_RATE_LIMITED: u32 = 20;
+/// The longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// How a line's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every result is in and saved.
+    Ok,
+    /// Ended with an error, journaled.
+    Failed,
+    /// Not known yet: the journal keeps it pending for the next run.
+    Pending,
+}
+
+/// What a failure means for the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Advice {
+    /// The server failed the attempt: a new one under a new taskUUID is safe.
+    NewAttempt,
+    /// The outcome is unknown: send the same attempt again (same taskUUID).
+    Recover,
+    /// Nothing reached the server: send it again as it is.
+    Resubmit,
+    /// No task can succeed until the account is fixed.
+    FixAccount,
+    /// Final.
+    Never,
+}
+
+fn advice(e: &ClientError) -> Advice {
+    match e {
+        ClientError::Api(api) => match api.kind() {
+            ErrorKind::RateLimit | ErrorKind::Timeout | ErrorKind::Provider | ErrorKind::Server => Advice::NewAttempt,
+            ErrorKind::Auth | ErrorKind::Quota => Advice::FixAccount,
+            ErrorKind::Conflict => Advice::Recover,
+            ErrorKind::Validation | ErrorKind::Safety | ErrorKind::NotFound | ErrorKind::Unknown => Advice::Never,
+        },
+        ClientError::Auth(_) => Advice::FixAccount,
+        ClientError::Timeout { .. } | ClientError::Unreachable { .. } | ClientError::Closed => Advice::Recover,
+        ClientError::Protocol(_) => Advice::Recover,
+        ClientError::Busy { .. } => Advice::Resubmit,
+        ClientError::Validation(_) | ClientError::DuplicateTask(_) | ClientError::Config(_) => Advice::Never,
+    }
+}
+
+/// A submitted attempt's results.
+enum Running {
+    Kontext(KontextStream),
+    Task(TaskStream),
+}
+
+impl Running {
+    async fn next(&mut self) -> Option<Result<ResultItem, ClientError>> {
+        match self {
+            Running::Kontext(s) => s.next().await.map(|r| r.map(|img| img.item)),
+            Running::Task(s) => s.next().await,
+        }
+    }
+}
+
+async fn submit(ctx: &Ctx, task: Task) -> Result<Running, ClientError> {
+    match task {
+        Task::Kontext(t) => ctx.client.kontext_stream(*t).await.map(Running::Kontext),
+        Task::Inference(t) => ctx.client.submit(ClientTask::ImageInference(t), None).await.map(Running::Task),
+        Task::Raw(r) => ctx.client.submit(ClientTask::Raw(r), None).await.map(Running::Task),
+    }
+}
+
+/// The line's progress within this run.
+struct Line<'a> {
+    ctx: &'a Ctx,
+    job: LineJob,
+    /// Every image of the line (earlier runs' included), each once.
+    images: Vec<ImageRecord>,
+    /// Non-image results of this run.
+    others: Vec<serde_json::Value>,
+    /// Why an image could not be saved, if one could not.
+    save_error: Option<String>,
+    started: Option<Instant>,
+}
+
+/// Runs one line to its end (or until the batch stops).
+pub async fn run_line(ctx: &Ctx, job: LineJob) -> Outcome {
+    let images = job.prior.images.clone();
+    let mut line = Line { ctx, job, images, others: Vec::new(), save_error: None, started: None };
+    let outcome = line.run().await;
+    match outcome {
+        Outcome::Ok => ctx.progress.line_done(true, line.started.map(|s| s.elapsed())),
+        Outcome::Failed => ctx.progress.line_done(false, None),
+        Outcome::Pending => ctx.progress.line_pending(),
+    }
+    outcome
+}
+
+impl Line<'_> {
+    async fn run(&mut self) -> Outcome {
+        let ctx = self.ctx;
+        let wanted = self.job.task.wanted();
+        let mut open: Option<AttemptRecord> = self.job.prior.open_attempt().cloned();
+        let mut last = self.job.prior.attempt.as_ref().map_or(0, |a| a.attempt);
+        let (mut failures, mut rate_limited, mut recoveries) = (0u32, 0u32, 0u32);
+        loop {
+            if ctx.stopping() {
+                return Outcome::Pending;
+            }
+            let (attempt, fresh) = match open.take() {
+                Some(a) => (a, false),
+                None => {
+                    last += 1;
+                    (self.next_attempt(last, wanted), true)
+                }
+            };
+            let task = match self.job.task.for_attempt(attempt.task_uuid, attempt.number_results, attempt.seed) {
+                Ok(t) => t,
+                Err(e) => return self.fail_final(&attempt, e.code.to_string(), e.message, e.parameter).await,
+            };
+            let slot = tokio::select! {
+                slot = ctx.throttle.acquire() => slot,
+                _ = ctx.stopped() => return Outcome::Pending,
+            };
+            if fresh && ctx.journal.send_flushed(Entry::Attempt(attempt.clone())).await.is_err() {
+                ctx.stop(Stop::Journal);
+                return Outcome::Pending;
+            }
+            self.started.get_or_insert_with(Instant::now);
+            tracing::debug!(line = self.job.line, task_uuid = %attempt.task_uuid, attempt = attempt.attempt, fresh, "sending");
+            ctx.progress.submitted();
+            let ended = match submit(ctx, task).await {
+                Ok(stream) => self.collect(&attempt, stream).await,
+                Err(e) => Err(e),
+            };
+            ctx.progress.attempt_ended();
+            drop(slot);
+            let error = match ended {
+                Ok(()) => {
+                    ctx.throttle.succeeded();
+                    ctx.progress.set_cap(ctx.throttle.cap(), ctx.throttle.max());
+                    return self.finish_ok(&attempt).await;
+                }
+                Err(e) => e,
+            };
+            match advice(&error) {
+                Advice::NewAttempt => {
+                    let (code, message) = api_code(&error);
+                    let failed = AttemptFailed {
+                        key: self.job.key.clone(),
+                        line: self.job.line,
+                        attempt: attempt.attempt,
+                        task_uuid: attempt.task_uuid,
+                        code: code.clone(),
+                        message: message.clone(),
+                    };
+                    if ctx.journal.send(Entry::AttemptFailed(failed)).await.is_err() {
+                        ctx.stop(Stop::Journal);
+                        return Outcome::Pending;
+                    }
+                    let is_rate_limit = error.api_kind() == Some(ErrorKind::RateLimit);
+                    let tries = if is_rate_limit {
+                        ctx.throttle.rate_limited();
+                        ctx.progress.set_cap(ctx.throttle.cap(), ctx.throttle.max());
+                        rate_limited += 1;
+                        rate_limited
+                    } else {
+                        failures += 1;
+                        failures
+                    };
+                    let budget = if is_rate_limit { MAX_RATE_LIMITED } else { ctx.retries };
+                    if tries > budget {
+                        let message = format!("{message} (after {} attempts in this run)", failures + rate_limited);
+                        return self.fail(&attempt, code, message, None, false).await;
+                    }
+                    if self.images.len() as u32 >= wanted {
+                        // Every image is in: the failure came after the last one.
+                        return self.finish_ok(&attempt).await;
+                    }
+                    ctx.progress.println(&format!(
+                        "line {}: {code} from the server; attempt {} under a new taskUUID for {} result(s)",
+                        self.job.line,
+                        attempt.attempt + 1,
+                        wanted - self.images.len() as u32
+                    ));
+                    ctx.progress.retried();
+                    let wait = backoff(ctx.retry_backoff, tries);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = ctx.stopped() => return Outcome::Pending,
+                    }
+                }
+                Advice::Recover | Advice::Resubmit => {
+                    if ctx.stopping() {
+                        return Outcome::Pending;
+                    }
+                    recoveries += 1;
+                    if recoveries > MAX_RECOVERIES {
+                        ctx.progress.println(&format!(
+                            "line {}: outcome of taskUUID {} still unknown ({error}); left pending for the next run",
+                            self.job.line, attempt.task_uuid
+                        ));
+                        return Outcome::Pending;
+                    }
+                    tracing::info!(line = self.job.line, task_uuid = %attempt.task_uuid, %error, "outcome unknown: recovering under the same taskUUID");
+                    let connected = tokio::select! {
+                        c = ctx.client.wait_connected() => c,
+                        _ = ctx.stopped() => return Outcome::Pending,
+                    };
+                    if let Err(e) = connected {
+                        if advice(&e) == Advice::FixAccount {
+                            ctx.stop_for_account(&e);
+                        }
+                        return Outcome::Pending;
+                    }
+                    open = Some(attempt);
+                }
+                Advice::FixAccount => {
+                    ctx.stop_for_account(&error);
+                    return Outcome::Pending;
+                }
+                Advice::Never => {
+                    let (code, message) = api_code(&error);
+                    let parameter = match &error {
+                        ClientError::Api(api) => api.parameter.as_ref().map(ToString::to_string),
+                        ClientError::Validation(v) => v.violations.first().map(|v| v.parameter.clone()),
+                        _ => None,
+                    };
+                    return self.fail_final(&attempt, code, message, parameter).await;
+                }
+            }
+        }
+    }
+
+    /// Attempt `n`: under a new taskUUID (the line's own for the first), for the
+    /// results still missing, with the seed moved past those received.
+    fn next_attempt(&self, n: u32, wanted: u32) -> AttemptRecord {
+        let have = self.images.len() as u32;
+        let task_uuid = match (n, self.job.own_uuid) {
+            (1, Some(own)) => own,
+            _ => identity::attempt_uuid(self.ctx.batch_id, &self.job.key, n),
+        };
+        let seed = self.job.task.seed().map(|s| s.checked_add(u64::from(have)).unwrap_or(s));
+        AttemptRecord {
+            key: self.job.key.clone(),
+            line: self.job.line,
+            attempt: n,
+            task_uuid,
+            number_results: wanted.saturating_sub(have).max(1),
+            seed,
+            sent_at_ms: now_ms(),
+        }
+    }
+
+    /// Takes an attempt's results as they arrive: every new image saved and
+    /// journaled at once.
+    async fn collect(&mut self, attempt: &AttemptRecord, mut stream: Running) -> Result<(), ClientError> {
+        let fallback_ext = self.job.task.fallback_ext();
+        while let Some(item) = stream.next().await {
+            let item = item?;
+            let image = if item.output().is_some() { ImageResult::try_from(item.clone()).ok() } else { None };
+            let Some(image) = image else {
+                self.others.push(serde_json::to_value(&item).unwrap_or(serde_json::Value::Null));
+                continue;
+            };
+            if self.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
+                continue;
+            }
+            let stem = format!(
+                "{:05}-{}-{}",
+                self.job.line,
+                short_uuid(&attempt.task_uuid),
+                file_safe(image.image_uuid.as_str())
+            );
+            let path = match self.ctx.saver.save(&image.output, &self.ctx.out_dir, &stem, fallback_ext).await {
+                Ok(saved) => saved.path,
+                Err(e) => {
+                    // Journaled without a file: the image is paid for, and a re-run of
+                    // `runware result` can still fetch it while its URL lives.
+                    self.save_error.get_or_insert_with(|| e.to_string());
+                    None
+                }
+            };
+            let record = ImageRecord::new(&image, path.as_deref());
+            self.ctx.progress.image(record.cost);
+            let entry = ImageEntry {
+                key: self.job.key.clone(),
+                line: self.job.line,
+                attempt: attempt.attempt,
+                task_uuid: attempt.task_uuid,
+                image: record.clone(),
+            };
+            self.images.push(record);
+            if self.ctx.journal.send(Entry::Image(entry)).await.is_err() {
+                self.ctx.stop(Stop::Journal);
+                return Err(ClientError::Closed);
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish_ok(&mut self, attempt: &AttemptRecord) -> Outcome {
+        if let Some(e) = self.save_error.take() {
+            let message = format!("the task succeeded but not every image could be saved: {e}");
+            return self.fail(attempt, "saveFailed".into(), message, None, false).await;
+        }
+        let record = Record {
+            images: self.images.clone(),
+            results: std::mem::take(&mut self.others),
+            attempts: Some(attempt.attempt),
+            latency_ms: self.started.map(|s| millis(s.elapsed())),
+            ..Record::ok(self.job.key.clone(), self.job.line, attempt.task_uuid)
+        };
+        self.journal_result(record).await;
+        Outcome::Ok
+    }
+
+    async fn fail_final(
+        &mut self,
+        attempt: &AttemptRecord,
+        code: String,
+        message: String,
+        parameter: Option<String>,
+    ) -> Outcome {
+        self.fail(attempt, code, message, parameter, true).await
+    }
+
+    async fn fail(
+        &mut self,
+        attempt: &AttemptRecord,
+        code: String,
+        message: String,
+        parameter: Option<String>,
+        is_final: bool,
+    ) -> Outcome {
+        let shown = match &parameter {
+            Some(p) => format!("error: line {}: {code} [{p}]: {message}", self.job.line),
+            None => format!("error: line {}: {code}: {message}", self.job.line),
+        };
+        self.ctx.progress.println(&shown);
+        let record = Record {
+            images: self.images.clone(),
+            results: std::mem::take(&mut self.others),
+            attempts: Some(attempt.attempt),
+            latency_ms: self.started.map(|s| millis(s.elapsed())),
+            ..Record::error(self.job.key.clone(), self.job.line, attempt.task_uuid, code, message, parameter, is_final)
+        };
+        self.journal_result(record).await;
+        Outcome::Failed
+    }
+
+    async fn journal_result(&self, record: Record) {
+        if self.ctx.journal.send(Entry::Result(record)).await.is_err() {
+            self.ctx.stop(Stop::Journal);
+        }
+    }
+}
+
+/// The server's code and message (or ours, for a failure that is not the server's).
+fn api_code(e: &ClientError) -> (String, String) {
+    match e {
+        ClientError::Api(api) | ClientError::Auth(api) => {
+            let code = if api.code.is_empty() { "error".to_string() } else { api.code.clone() };
+            (code, if api.message.is_empty() { api.to_string() } else { api.message.clone() })
+        }
+        ClientError::Validation(_) => ("invalidParameter".into(), e.to_string()),
+        ClientError::DuplicateTask(_) => ("duplicateTask".into(), e.to_string()),
+        ClientError::Config(_) => ("configError".into(), e.to_string()),
+        other => ("error".into(), other.to_string()),
+    }
+}
+
+/// The wait before retry number `n` (1-based): `base` doubled each time, at most
+/// [`MAX_BACKOFF`], times a random factor in [0.5, 1.5).
+fn backoff(base: Duration, n: u32) -> Duration {
+    let doubled = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
+    doubled.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64())
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ApiError;
+
+    fn api(code: &str) -> ClientError {
+        ClientError::Api(Box::new(ApiError::new(code, "x")))
+    }
+
+    #[test]
+    fn only_server_reported_failures_get_a_new_attempt() {
+        for code in ["timeoutProvider", "serviceUnavailable", "requestRateLimitExceeded", "providerError"] {
+            assert_eq!(advice(&api(code)), Advice::NewAttempt, "{code}");
+        }
+        let timeout = ClientError::Timeout { after: Duration::from_secs(1), connection: "connected".into() };
+        assert_eq!(advice(&timeout), Advice::Recover, "a client deadline is an unknown outcome");
+        let lost = ClientError::Unreachable { attempts: 3, last_error: "refused".into() };
+        assert_eq!(advice(&lost), Advice::Recover, "a lost connection is an unknown outcome");
+        assert_eq!(advice(&ClientError::Closed), Advice::Recover);
+        assert_eq!(advice(&api("insufficientCredits")), Advice::FixAccount);
+        assert_eq!(advice(&api("contentPolicyViolation")), Advice::Never);
+        assert_eq!(advice(&api("invalidPositivePrompt")), Advice::Never);
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_is_capped() {
+        let base = Duration::from_secs(2);
+        for _ in 0..50 {
+            let first = backoff(base, 1);
+            assert!(first >= Duration::from_secs(1) && first < Duration::from_secs(3), "{first:?}");
+            let third = backoff(base, 3);
+            assert!(third >= Duration::from_secs(4) && third < Duration::from_secs(12), "{third:?}");
+            assert!(backoff(base, 30) < MAX_BACKOFF.mul_f64(1.5));
+        }
+    }
+}
