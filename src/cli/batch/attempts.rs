@@ -174,16 +174,7 @@ impl Line<'_> {
             match advice(&error) {
                 Advice::NewAttempt => {
                     let (code, message) = api_code(&error);
-                    let failed = AttemptFailed {
-                        key: self.job.key.clone(),
-                        line: self.job.line,
-                        attempt: attempt.attempt,
-                        task_uuid: attempt.task_uuid,
-                        code: code.clone(),
-                        message: message.clone(),
-                    };
-                    if ctx.journal.send(Entry::AttemptFailed(failed)).await.is_err() {
-                        ctx.stop(Stop::Journal);
+                    if !self.journal_failed(&attempt, &code, &message).await {
                         return Outcome::Pending;
                     }
                     let is_rate_limit = error.api_kind() == Some(ErrorKind::RateLimit);
@@ -244,6 +235,14 @@ impl Line<'_> {
                     open = Some(attempt);
                 }
                 Advice::FixAccount => {
+                    // A task the server failed for the account is done with: the next
+                    // run (after the account is fixed) sends a new attempt.
+                    if let ClientError::Api(_) = &error {
+                        let (code, message) = api_code(&error);
+                        if !self.journal_failed(&attempt, &code, &message).await {
+                            return Outcome::Pending;
+                        }
+                    }
                     ctx.stop_for_account(&error);
                     return Outcome::Pending;
                 }
@@ -258,6 +257,24 @@ impl Line<'_> {
                 }
             }
         }
+    }
+
+    /// Journals that the server failed `attempt`; false (and the batch stops) when
+    /// the journal cannot be written.
+    async fn journal_failed(&self, attempt: &AttemptRecord, code: &str, message: &str) -> bool {
+        let failed = AttemptFailed {
+            key: self.job.key.clone(),
+            line: self.job.line,
+            attempt: attempt.attempt,
+            task_uuid: attempt.task_uuid,
+            code: code.to_string(),
+            message: message.to_string(),
+        };
+        if self.ctx.journal.send(Entry::AttemptFailed(failed)).await.is_err() {
+            self.ctx.stop(Stop::Journal);
+            return false;
+        }
+        true
     }
 
     /// Attempt `n`: under a new taskUUID (the line's own for the first), for the
