@@ -44,7 +44,8 @@ fn assert_nothing_ran_twice(emu: &EmulatorHandle) {
 async fn a_key_less_trial_never_hides_lines_from_a_real_run() {
     let dir = scratch("work-keyless");
     let (input, out) = (dir.join("tasks.jsonl"), dir.join("images"));
-    let lines: Vec<Value> = (0..3).map(|i| json!({"positivePrompt": format!("Edit {i}: snow"), "size": "1:1"})).collect();
+    let lines: Vec<Value> =
+        (0..3).map(|i| json!({"positivePrompt": format!("Edit {i}: snow"), "size": "1:1"})).collect();
     write_jsonl(&input, &lines);
 
     // The quick start: no key, no URL — the embedded emulator.
@@ -161,7 +162,9 @@ async fn a_failure_the_server_reports_is_retried_under_a_new_task_uuid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retries_are_bounded_by_the_retries_flag() {
     let emu = emulator(fast()).await;
-    emu.inject(Fault::FailTasks(FailRule::new("serviceUnavailable", FailMatch::PromptContains("down".into())).times(3)));
+    emu.inject(Fault::FailTasks(
+        FailRule::new("serviceUnavailable", FailMatch::PromptContains("down".into())).times(3),
+    ));
     let dir = scratch("work-retries");
     let (input, out) = (dir.join("tasks.jsonl"), dir.join("images"));
     write_jsonl(&input, &[json!({"positivePrompt": "down for good", "size": "1:1"})]);
@@ -419,8 +422,9 @@ async fn a_batch_waits_out_a_long_outage() {
     let s: Value = serde_json::from_str(String::from_utf8_lossy(&out_.stdout).trim()).unwrap();
     assert_eq!(s["ok"], 10, "{s}");
     assert!(s["reconnects"].as_u64().unwrap() >= 1, "{s}");
-    let per_line: HashMap<u64, usize> =
-        (1..=10).map(|l| (l, of_line(&results, "attempt", l).iter().map(uuid_of).collect::<HashSet<_>>().len())).collect();
+    let per_line: HashMap<u64, usize> = (1..=10)
+        .map(|l| (l, of_line(&results, "attempt", l).iter().map(uuid_of).collect::<HashSet<_>>().len()))
+        .collect();
     assert!(per_line.values().all(|n| *n == 1), "unknown outcomes keep their taskUUID: {per_line:?}");
     assert_nothing_ran_twice(&emu);
     assert_eq!(emu.stats().executions_total, 10);
