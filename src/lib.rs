@@ -28,5 +28,5 @@ pub use client::{
 };
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
-    ValidationError, Violation,
+    RetryAdvice, ValidationError, Violation,
 };

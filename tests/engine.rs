@@ -231,9 +231,9 @@ async fn deadlines_hold_and_clean_up() {
         .await
         .expect("connects");
     let started = std::time::Instant::now();
-    let err = c.kontext(task(1, 1)).await.expect_err("times out");
+    let err = c.kontext(task(1, 1)).await.expect_err("times out").error;
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
-    assert!(err.is_retryable());
+    assert!(err.is_outcome_unknown() && !err.is_retryable_with_new_uuid(), "a deadline is an unknown outcome");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(c.pending(), 0);
     emu.shutdown().await;
@@ -257,7 +257,10 @@ async fn a_timeout_storm_fails_every_task_once_and_leaves_nothing() {
     let all = futures::future::join_all((1..=2000).map(|i| c.kontext(task(i, 1))));
     let results = tokio::time::timeout(Duration::from_secs(30), all).await.expect("every deadline fires");
     for r in &results {
-        assert!(matches!(r, Err(ClientError::Timeout { after, .. }) if *after == Duration::from_millis(300)), "{r:?}");
+        assert!(
+            matches!(r, Err(p) if matches!(p.error, ClientError::Timeout { after, .. } if after == Duration::from_millis(300))),
+            "{r:?}"
+        );
     }
     let m = c.metrics();
     assert_eq!(m.tasks_failed, 2000, "each timed-out task counted once");
@@ -283,7 +286,7 @@ async fn a_deadline_holds_during_an_outage() {
     let mut states = c.state();
     states.wait_for(|s| !s.is_connected()).await.expect("drop seen");
     let started = std::time::Instant::now();
-    let err = c.kontext(task(2, 1)).await.expect_err("no server, the deadline ends it");
+    let err = c.kontext(task(2, 1)).await.expect_err("no server, the deadline ends it").error;
     match err {
         ClientError::Timeout { connection, .. } => assert!(connection.contains("reconnecting"), "{connection}"),
         other => panic!("{other}"),
@@ -322,7 +325,7 @@ async fn auth_failure_is_final_and_quick() {
         ClientError::Auth(e) => assert_eq!(e.code, "invalidApiKey"),
         other => panic!("{other}"),
     }
-    assert!(!err.is_retryable());
+    assert!(err.is_account_failure() && !err.is_retryable_with_new_uuid());
     assert!(!err.to_string().contains("wrong-key"), "the key never shows: {err}");
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(emu.stats().auth_failures, 1, "no retry storm");
@@ -334,10 +337,10 @@ async fn auth_failure_is_final_and_quick() {
     slow.inject(Fault::RefuseAuth(100));
     slow.inject(Fault::Drop);
     let started = std::time::Instant::now();
-    let got = stream.collect_all().await;
+    let got = stream.collect_all().await.map_err(ClientError::from);
     assert!(matches!(got, Err(ClientError::Auth(_))), "{got:?}");
     assert!(started.elapsed() < Duration::from_secs(5), "at once, not at the deadline");
-    let after = c.kontext(task(5, 1)).await;
+    let after = c.kontext(task(5, 1)).await.map_err(ClientError::from);
     assert!(matches!(after, Err(ClientError::Auth(_))), "{after:?}");
     assert_eq!(*c.state().borrow(), ConnectionState::Closed);
     assert_eq!(slow.stats().auth_failures, 1, "one refusal, no retry storm");
@@ -437,7 +440,8 @@ async fn raw_tasks_share_the_guarantees() {
     let unsupported = c
         .raw(serde_json::json!({"taskType":"imageCaption","inputImage": image_uuid.to_string()}))
         .await
-        .expect_err("the emulator does not caption");
+        .expect_err("the emulator does not caption")
+        .error;
     assert!(matches!(unsupported, ClientError::Api(_)), "{unsupported}");
     let id = Uuid::new_v4();
     let raw = c
@@ -460,7 +464,7 @@ async fn close_finishes_in_flight_work_then_refuses() {
     };
     assert_eq!(s.collect_all().await.expect("finishes within the grace").len(), 1);
     closing.await.unwrap();
-    assert!(matches!(c.kontext(task(2, 1)).await, Err(ClientError::Closed)));
+    assert!(matches!(c.kontext(task(2, 1)).await.map_err(ClientError::from), Err(ClientError::Closed)));
     assert_eq!(*c.state().borrow(), ConnectionState::Closed);
     emu.shutdown().await;
 }

@@ -63,7 +63,7 @@ async fn a_result_over_the_limit_forces_a_reconnect_not_a_hang() {
         .await
         .expect("connects");
     let task = Kontext::builder().prompt("too big").size(KontextSize::R1x1).build().unwrap();
-    let err = client.kontext(task).await.expect_err("cannot be read");
+    let err = client.kontext(task).await.expect_err("cannot be read").error;
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
     assert!(client.metrics().reconnects >= 1, "the oversized frame dropped the socket");
     assert_eq!(client.pending(), 0);

@@ -261,16 +261,18 @@ pub struct ResultArgs {
     /// The task's taskUUID.
     #[arg(value_name = "TASK_UUID")]
     pub task_uuid: Uuid,
-    /// How many results the task has (numberResults).
-    #[arg(long, short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
-    pub count: u32,
+    /// Wait for this many results (numberResults, or promptVersions). Without it,
+    /// every result the server has is returned.
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub count: Option<u32>,
     /// Directory for the images.
     #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
     pub out: PathBuf,
     /// Do not download URL results; just print the URLs.
     #[arg(long)]
     pub no_download: bool,
-    /// Give up when the results are not all there after this long.
+    /// Give up when the server has not answered (or, with --count, not every
+    /// result is there) after this long.
     #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
 }

@@ -7,7 +7,7 @@ use super::download::{Saver, file_safe, short_uuid};
 use super::embedded::Endpoint;
 use super::error::CliError;
 use super::output::{Output, dollars};
-use crate::client::ImageResult;
+use crate::client::{ImageResult, PartialFailure};
 use crate::protocol::{ClientTask, ImageInference, Kontext, KontextSize, encode_frame};
 use std::path::Path;
 use std::time::Duration;
@@ -44,13 +44,20 @@ async fn submit(endpoint: &Endpoint, args: EditArgs, task: ImageInference, out: 
     let fallback = task.output_format().extension();
     let images = match client.kontext_stream(task).await {
         Ok(stream) => stream.collect_all().await,
-        Err(e) => Err(e),
+        Err(e) => Err(PartialFailure::new(e)),
     };
     let images = match images {
         Ok(images) => images,
-        Err(e) => {
+        Err(PartialFailure { received, error }) => {
+            // Images that arrived before the failure are paid for: keep them.
+            if !received.is_empty() {
+                let saved = save_images(&saver, received, &args.out, &short_uuid(&task_uuid), fallback).await;
+                if let Ok(saved) = &saved {
+                    report(out, task_uuid, saved);
+                }
+            }
             client.close(Duration::ZERO).await;
-            return Err(CliError::from_client(e, &endpoint.url));
+            return Err(CliError::from_client(error, &endpoint.url));
         }
     };
     let saved = save_images(&saver, images, &args.out, &short_uuid(&task_uuid), fallback).await;

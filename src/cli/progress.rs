@@ -39,8 +39,8 @@ pub struct Outage {
     pub since: Instant,
     /// The reconnect attempt under way.
     pub attempt: u32,
-    /// The wait before that attempt, when known.
-    pub retry_in: Option<Duration>,
+    /// When that attempt connects, when known.
+    pub next_at: Option<Instant>,
 }
 
 /// `waiting for the server since 00:42 (for 12.0 s), attempt 9, next in 5.0 s`: since
@@ -56,8 +56,8 @@ pub fn describe_outage(o: &Outage, run_started: Instant, now: Instant) -> String
         super::output::human_duration(lasted),
         o.attempt
     );
-    if let Some(d) = o.retry_in {
-        s.push_str(&format!(", next in {}", super::output::human_duration(d)));
+    if let Some(at) = o.next_at.filter(|at| *at > now) {
+        s.push_str(&format!(", next in {}", super::output::human_duration(at - now)));
     }
     s
 }
@@ -322,7 +322,8 @@ mod tests {
         p.set_cap(32, 32);
         assert!(!p.status_line().contains("cap"), "{}", p.status_line());
         let start = Instant::now();
-        let o = Outage { since: start + Duration::from_secs(42), attempt: 9, retry_in: Some(Duration::from_secs(5)) };
+        let next_at = Some(start + Duration::from_secs(59));
+        let o = Outage { since: start + Duration::from_secs(42), attempt: 9, next_at };
         let text = describe_outage(&o, start, start + Duration::from_secs(54));
         assert_eq!(text, "waiting for the server since 00:42 (for 12.0 s), attempt 9, next in 5.0 s");
         p.set_outage(Some(o));

@@ -94,8 +94,11 @@ impl Shared {
     }
 
     fn note_ack(&self, uuid: Uuid, item: &ResultItem) {
-        let poll_after = match self.pending.get(&uuid) {
-            Some(task) => task.is_async && !task.polling,
+        let poll_after = match self.pending.get_mut(&uuid) {
+            Some(mut task) => {
+                task.acknowledged = true;
+                task.is_async && !task.polling
+            }
             None => {
                 if item.status.is_none() {
                     Counters::add(&self.counters.unknown_items, 1);

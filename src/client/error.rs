@@ -1,6 +1,6 @@
 //! [`ClientError`]: why a task or the client failed, and whether a retry can help.
 
-use crate::protocol::{ApiError, ErrorKind, ValidationError};
+use crate::protocol::{ApiError, ErrorKind, RetryAdvice, ValidationError};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -61,12 +61,100 @@ impl ClientError {
         }
     }
 
-    /// True when submitting the same task again (with a new task UUID) can succeed.
-    pub fn is_retryable(&self) -> bool {
+    /// What a retry would do, and how to retry without running the task twice.
+    ///
+    /// | error | advice |
+    /// |---|---|
+    /// | `Api` with a provider, timeout, server or rate-limit code | [`RetryAdvice::NewTaskUuid`] |
+    /// | `Api` `conflictTaskUUID`, `Timeout`, `Unreachable`, `Closed`, `Protocol` | [`RetryAdvice::SameTaskUuid`] |
+    /// | `Busy` | [`RetryAdvice::Resubmit`] |
+    /// | `Auth`, `Api` with an auth or credits/quota code | [`RetryAdvice::FixAccount`] |
+    /// | `Validation`, `DuplicateTask`, `Config`, other `Api` codes | [`RetryAdvice::Never`] |
+    ///
+    /// A [`ClientError::Timeout`] is the caller's deadline, not the server's: the
+    /// task may still be running, so it is an unknown outcome.
+    pub fn retry_advice(&self) -> RetryAdvice {
         match self {
-            ClientError::Api(e) => e.kind().is_retryable(),
-            ClientError::Timeout { .. } | ClientError::Unreachable { .. } | ClientError::Busy { .. } => true,
-            _ => false,
+            ClientError::Api(e) => e.kind().retry_advice(),
+            ClientError::Auth(_) => RetryAdvice::FixAccount,
+            ClientError::Timeout { .. }
+            | ClientError::Unreachable { .. }
+            | ClientError::Closed
+            | ClientError::Protocol(_) => RetryAdvice::SameTaskUuid,
+            ClientError::Busy { .. } => RetryAdvice::Resubmit,
+            ClientError::Validation(_) | ClientError::DuplicateTask(_) | ClientError::Config(_) => RetryAdvice::Never,
         }
+    }
+
+    /// True when the server reported the task failed and a new attempt under a
+    /// **new** taskUUID is safe (and may succeed after a backoff).
+    pub fn is_retryable_with_new_uuid(&self) -> bool {
+        self.retry_advice() == RetryAdvice::NewTaskUuid
+    }
+
+    /// True when the task may or may not have run: recover it under the **same**
+    /// taskUUID (submit it again with that UUID, or [`Client::lookup`](crate::Client::lookup)),
+    /// never under a new one.
+    pub fn is_outcome_unknown(&self) -> bool {
+        self.retry_advice() == RetryAdvice::SameTaskUuid
+    }
+
+    /// True when no task can succeed until the account is fixed (key, credits, quota).
+    pub fn is_account_failure(&self) -> bool {
+        self.retry_advice() == RetryAdvice::FixAccount
+    }
+}
+
+/// A task that failed after some of its results arrived: the results (paid for)
+/// and the error, as `collect_all`, [`Client::kontext`](crate::Client::kontext)
+/// and [`Client::raw`](crate::Client::raw) return them. `?` turns it into its
+/// [`ClientError`] when the results are not wanted.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{error} (after {} result(s))", received.len())]
+pub struct PartialFailure<T> {
+    /// The results received before the failure, each once, in arrival order.
+    pub received: Vec<T>,
+    /// Why the task ended.
+    #[source]
+    pub error: ClientError,
+}
+
+impl<T> PartialFailure<T> {
+    /// A failure before any result.
+    pub fn new(error: ClientError) -> Self {
+        PartialFailure { received: Vec::new(), error }
+    }
+
+    /// The results and the error.
+    pub fn into_parts(self) -> (Vec<T>, ClientError) {
+        (self.received, self.error)
+    }
+}
+
+impl<T> From<PartialFailure<T>> for ClientError {
+    fn from(p: PartialFailure<T>) -> ClientError {
+        p.error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_reported_failure_may_take_a_new_task_uuid() {
+        let api = |code: &str| ClientError::Api(Box::new(ApiError::new(code, "x")));
+        assert!(api("timeoutProvider").is_retryable_with_new_uuid());
+        assert!(api("serviceUnavailable").is_retryable_with_new_uuid());
+        let deadline = ClientError::Timeout { after: Duration::from_secs(1), connection: "connected".into() };
+        assert!(!deadline.is_retryable_with_new_uuid() && deadline.is_outcome_unknown());
+        let lost = ClientError::Unreachable { attempts: 3, last_error: "refused".into() };
+        assert!(!lost.is_retryable_with_new_uuid() && lost.is_outcome_unknown());
+        assert!(ClientError::Closed.is_outcome_unknown());
+        assert!(api("conflictTaskUUID").is_outcome_unknown());
+        assert_eq!(ClientError::Busy { limit: 1 }.retry_advice(), RetryAdvice::Resubmit);
+        assert!(api("insufficientCredits").is_account_failure());
+        assert!(ClientError::Auth(Box::new(ApiError::new("invalidApiKey", "x"))).is_account_failure());
+        assert_eq!(api("contentPolicyViolation").retry_advice(), RetryAdvice::Never);
     }
 }

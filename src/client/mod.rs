@@ -29,6 +29,7 @@ mod deadlines;
 mod dispatch;
 mod driver;
 mod error;
+mod lookup;
 mod mailbox;
 mod metrics;
 mod pending;
@@ -39,7 +40,8 @@ mod supervisor;
 mod task;
 
 pub use config::{ClientConfig, DEFAULT_URL, Keepalive, PollPolicy, ReconnectPolicy};
-pub use error::ClientError;
+pub use error::{ClientError, PartialFailure};
+pub use lookup::Lookup;
 pub use metrics::Metrics;
 pub use state::ConnectionState;
 pub use task::{ImageOutput, ImageResult, KontextStream, TaskStream};
@@ -262,16 +264,20 @@ impl Client {
         ClientBuilder { config: ClientConfig::new(ApiKey::new("")) }
     }
 
-    /// Runs a Kontext [pro] task and waits for all its images.
+    /// Runs a Kontext [pro] task and waits for all its images; a failure keeps
+    /// the images received before it ([`PartialFailure`]).
     ///
     /// The task is validated and serialized when this is called; the returned
     /// future holds only the serialized task, not the (larger) typed one.
     pub fn kontext(
         &self,
         task: ImageInference,
-    ) -> impl Future<Output = Result<Vec<ImageResult>, ClientError>> + Send + '_ {
+    ) -> impl Future<Output = Result<Vec<ImageResult>, PartialFailure<ImageResult>>> + Send + '_ {
         let prepared = prepare_kontext(&task);
-        async move { self.submit_kontext(prepared?).await?.collect_all().await }
+        async move {
+            let prepared = prepared.map_err(|e| PartialFailure::new(e.into()))?;
+            self.submit_kontext(prepared).await.map_err(PartialFailure::new)?.collect_all().await
+        }
     }
 
     /// Submits a Kontext [pro] task (waiting for an in-flight slot) and streams its images.
@@ -303,19 +309,23 @@ impl Client {
     }
 
     /// Submits any task as raw JSON (it needs `taskType`; a `taskUUID` is added when
-    /// missing) and streams its result items. It completes after `numberResults`
-    /// distinct results (default 1).
+    /// missing) and streams its result items. It completes after
+    /// [`RawTask::expected_results`] distinct results (`numberResults`, or
+    /// `promptVersions` for `promptEnhance`); an async one is polled.
     pub async fn raw_stream(&self, task: Value) -> Result<TaskStream, ClientError> {
         let raw = RawTask::with_generated_uuid(task)?;
-        let is_async = raw.as_object().get("deliveryMethod").and_then(Value::as_str) == Some("async");
         let task_type = raw.task_type().to_string();
-        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), is_async, task_type, 256)?;
+        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), raw.is_async(), task_type, 256)?;
         self.submit_prepared(prepared, None, true).await
     }
 
-    /// Runs a raw task and waits for all its result items.
-    pub async fn raw(&self, task: Value) -> Result<Vec<crate::protocol::ResultItem>, ClientError> {
-        self.raw_stream(task).await?.collect_all().await
+    /// Runs a raw task and waits for all its result items; a failure keeps the
+    /// items received before it.
+    pub async fn raw(
+        &self,
+        task: Value,
+    ) -> Result<Vec<crate::protocol::ResultItem>, PartialFailure<crate::protocol::ResultItem>> {
+        self.raw_stream(task).await.map_err(PartialFailure::new)?.collect_all().await
     }
 
     /// Submits a typed task of any kind (an `imageInference` is sent as is, without
@@ -331,7 +341,7 @@ impl Client {
                 inference_size_hint(t),
             )?,
             ClientTask::Raw(r) => {
-                Prepared::new(r, r.task_uuid(), r.expected_results(), false, r.task_type().to_string(), 256)?
+                Prepared::new(r, r.task_uuid(), r.expected_results(), r.is_async(), r.task_type().to_string(), 256)?
             }
             other => {
                 let uuid = other.task_uuid().ok_or_else(|| {
@@ -383,7 +393,7 @@ impl Client {
         task_uuid: Uuid,
         expected: u32,
     ) -> Result<Vec<crate::protocol::ResultItem>, ClientError> {
-        self.attach(task_uuid, expected, None).await?.collect_all().await
+        Ok(self.attach(task_uuid, expected, None).await?.collect_all().await?)
     }
 
     /// Watches the connection state.

@@ -78,6 +78,8 @@ pub(crate) struct PendingTask {
     pub(crate) is_async: bool,
     /// In the poll set.
     pub(crate) polling: bool,
+    /// The server acknowledged the task or reported it processing (no result yet).
+    pub(crate) acknowledged: bool,
     /// Polls sent so far.
     pub(crate) polls: u32,
     /// When the next poll is due.
@@ -118,6 +120,7 @@ impl PendingTask {
             resent_on_resumed: false,
             is_async: t.is_async,
             polling: false,
+            acknowledged: false,
             polls: 0,
             next_poll: t.next_poll,
             _permit: t.permit,

@@ -1,6 +1,7 @@
 //! The connection state a user can watch: [`crate::Client::state`].
 
 use std::fmt;
+use std::time::Duration;
 
 /// Where the client's single connection stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum ConnectionState {
         attempt: u32,
         /// Why the last connection or attempt ended.
         last_error: String,
+        /// The backoff before this attempt connects (zero right after the drop,
+        /// before the first attempt's delay is drawn).
+        retry_in: Duration,
     },
     /// Gave up for now after the reconnect budget; the next task tries again.
     Disconnected {
@@ -40,8 +44,8 @@ impl fmt::Display for ConnectionState {
         match self {
             ConnectionState::Connecting => f.write_str("connecting"),
             ConnectionState::Connected { .. } => f.write_str("connected"),
-            ConnectionState::Reconnecting { attempt, last_error } => {
-                write!(f, "reconnecting (attempt {attempt}, last error: {last_error})")
+            ConnectionState::Reconnecting { attempt, last_error, retry_in } => {
+                write!(f, "reconnecting (attempt {attempt} in {retry_in:.1?}, last error: {last_error})")
             }
             ConnectionState::Disconnected { last_error } => write!(f, "disconnected ({last_error})"),
             ConnectionState::Closed => f.write_str("closed"),

@@ -36,13 +36,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                 attempt = 1;
                 continue;
             }
+            let delay = shared.config.reconnect.delay(attempt, fastrand::f64());
             shared.set_state(if ever_connected {
-                ConnectionState::Reconnecting { attempt, last_error: last_error.clone() }
+                ConnectionState::Reconnecting { attempt, last_error: last_error.clone(), retry_in: delay }
             } else {
                 ConnectionState::Connecting
             });
             {
-                let delay = shared.config.reconnect.delay(attempt, fastrand::f64());
                 tracing::debug!(attempt, ?delay, "reconnect backoff");
                 if let Ok(mut d) = shared.reconnect_delays.lock() {
                     if d.len() == 256 {
@@ -84,7 +84,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                         tracing::info!(reason = %other, "connection lost");
                         last_error = other.to_string();
                         attempt = 1;
-                        shared.set_state(ConnectionState::Reconnecting { attempt, last_error: last_error.clone() });
+                        shared.set_state(ConnectionState::Reconnecting {
+                            attempt,
+                            last_error: last_error.clone(),
+                            retry_in: std::time::Duration::ZERO,
+                        });
                     }
                 }
             }

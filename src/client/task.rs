@@ -3,7 +3,7 @@
 //! locally and frees its in-flight slot.
 
 use super::Client;
-use super::error::ClientError;
+use super::error::{ClientError, PartialFailure};
 use super::mailbox::{Event, Mailbox};
 use crate::protocol::{ResultItem, SharedStr};
 use base64::Engine as _;
@@ -42,18 +42,21 @@ impl TaskStream {
         self.expected
     }
 
-    /// Waits for every result.
-    pub async fn collect_all(mut self) -> Result<Vec<ResultItem>, ClientError> {
+    /// Waits for every result. A failure keeps the results received before it.
+    pub async fn collect_all(mut self) -> Result<Vec<ResultItem>, PartialFailure<ResultItem>> {
         let mut out = Vec::with_capacity(self.expected as usize);
         while let Some(r) = self.next_result().await {
-            out.push(r?);
+            match r {
+                Ok(item) => out.push(item),
+                Err(error) => return Err(PartialFailure { received: out, error }),
+            }
         }
         Ok(out)
     }
 
     /// The next result, straight from the mailbox (what `poll_next` yields, without
     /// the stream adapters' layers, each of which would move the item again).
-    async fn next_result(&mut self) -> Option<Result<ResultItem, ClientError>> {
+    pub(crate) async fn next_result(&mut self) -> Option<Result<ResultItem, ClientError>> {
         if self.done {
             return None;
         }
@@ -186,11 +189,14 @@ impl KontextStream {
         self.inner.expected
     }
 
-    /// Waits for every image.
-    pub async fn collect_all(mut self) -> Result<Vec<ImageResult>, ClientError> {
+    /// Waits for every image. A failure keeps the images received before it.
+    pub async fn collect_all(mut self) -> Result<Vec<ImageResult>, PartialFailure<ImageResult>> {
         let mut out = Vec::with_capacity(self.inner.expected as usize);
         while let Some(r) = self.inner.next_result().await {
-            out.push(ImageResult::try_from(r?)?);
+            match r.and_then(ImageResult::try_from) {
+                Ok(image) => out.push(image),
+                Err(error) => return Err(PartialFailure { received: out, error }),
+            }
         }
         Ok(out)
     }

@@ -162,31 +162,60 @@ impl fmt::Display for ApiError {
     }
 }
 
-/// What kind of failure a server error code stands for.
+/// What kind of failure a server error code stands for. Each kind says what a
+/// retry would do ([`ErrorKind::retry_advice`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ErrorKind {
-    /// A parameter broke a rule (`invalid*`, `missing*`, `unsupported*`, …). Never retry.
+    /// A parameter broke a rule (`invalid*`, `missing*`, `unsupported*`, …). Never
+    /// retry: the same request fails the same way.
     Validation,
-    /// The API key was refused. Never retry.
+    /// The API key was refused. Fix the key; nothing else can succeed until then.
     Auth,
-    /// Out of credits or quota. Never retry.
+    /// Out of credits or quota. Fix the account; nothing else can succeed until then.
     Quota,
     /// The content was refused by a safety check. Never retry.
     Safety,
-    /// Too many requests. Retry after backing off.
+    /// Too many requests. The server did not run the task: retry under a **new**
+    /// taskUUID after backing off (and send less at once).
     RateLimit,
-    /// The server or provider timed out. A retry can help.
+    /// The server or provider timed out (`timeoutProvider`, `inferenceTimeout`)
+    /// and reported the task failed: retry under a **new** taskUUID.
     Timeout,
-    /// The inference provider failed. A retry can help.
+    /// The inference provider failed the task: retry under a **new** taskUUID.
     Provider,
-    /// The server failed. A retry can help.
+    /// The server failed the task (`serviceUnavailable`, …): retry under a **new**
+    /// taskUUID.
     Server,
     /// The task is unknown or its results expired. Never retry.
     NotFound,
-    /// The task UUID is already known to the server (`conflictTaskUUID`).
+    /// The task UUID is already known to the server (`conflictTaskUUID`): its
+    /// outcome is there to be fetched with `getResponse` under the **same** UUID.
     Conflict,
     /// A code this client does not know. Not retried.
     Unknown,
+}
+
+/// What retrying a failed task would do, and how to do it safely. A task is paid
+/// for when it runs, so the line between the first two is the line between one
+/// bill and two.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryAdvice {
+    /// The server reported that the task failed (provider error or timeout, server
+    /// error, rate limit): a new attempt under a **new** taskUUID is safe and may
+    /// succeed, after a backoff.
+    NewTaskUuid,
+    /// The outcome is unknown (client deadline, lost connection, a reply this
+    /// client could not use, a taskUUID the server already has): the task may have
+    /// run. Recover it under the **same** taskUUID (resend: the server answers
+    /// `conflictTaskUUID`, then `getResponse`); a new taskUUID could run it twice.
+    SameTaskUuid,
+    /// Nothing reached the server (every in-flight slot was taken): send the same
+    /// request again.
+    Resubmit,
+    /// The account must be fixed first (key refused, no credits, quota exceeded).
+    FixAccount,
+    /// Final: the same request fails the same way.
+    Never,
 }
 
 impl ErrorKind {
@@ -232,9 +261,22 @@ impl ErrorKind {
         }
     }
 
-    /// True when sending the same task again can succeed.
-    pub fn is_retryable(self) -> bool {
-        matches!(self, ErrorKind::RateLimit | ErrorKind::Timeout | ErrorKind::Provider | ErrorKind::Server)
+    /// What retrying a task the server failed with this kind would do.
+    pub fn retry_advice(self) -> RetryAdvice {
+        match self {
+            ErrorKind::RateLimit | ErrorKind::Timeout | ErrorKind::Provider | ErrorKind::Server => {
+                RetryAdvice::NewTaskUuid
+            }
+            ErrorKind::Conflict => RetryAdvice::SameTaskUuid,
+            ErrorKind::Auth | ErrorKind::Quota => RetryAdvice::FixAccount,
+            ErrorKind::Validation | ErrorKind::Safety | ErrorKind::NotFound | ErrorKind::Unknown => RetryAdvice::Never,
+        }
+    }
+
+    /// True when the server reported the task failed in a way a new attempt, under
+    /// a new taskUUID, may get past.
+    pub fn is_retryable_with_new_uuid(self) -> bool {
+        self.retry_advice() == RetryAdvice::NewTaskUuid
     }
 }
 
@@ -273,14 +315,26 @@ mod tests {
     }
 
     #[test]
-    fn retryability() {
-        assert!(ErrorKind::RateLimit.is_retryable());
-        assert!(ErrorKind::Server.is_retryable());
-        assert!(ErrorKind::Provider.is_retryable());
-        assert!(ErrorKind::Timeout.is_retryable());
-        for k in [ErrorKind::Validation, ErrorKind::Auth, ErrorKind::Quota, ErrorKind::Safety, ErrorKind::NotFound] {
-            assert!(!k.is_retryable(), "{k:?}");
+    fn retry_advice_by_kind() {
+        use RetryAdvice::*;
+        for (code, advice) in [
+            ("timeoutProvider", NewTaskUuid),
+            ("inferenceTimeout", NewTaskUuid),
+            ("requestRateLimitExceeded", NewTaskUuid),
+            ("serviceUnavailable", NewTaskUuid),
+            ("providerError", NewTaskUuid),
+            ("conflictTaskUUID", SameTaskUuid),
+            ("insufficientCredits", FixAccount),
+            ("invalidApiKey", FixAccount),
+            ("contentPolicyViolation", Never),
+            ("invalidPositivePrompt", Never),
+            ("taskNotFound", Never),
+            ("somethingNew", Never),
+        ] {
+            assert_eq!(ErrorKind::of_code(code).retry_advice(), advice, "{code}");
         }
+        assert!(ErrorKind::RateLimit.is_retryable_with_new_uuid());
+        assert!(!ErrorKind::Conflict.is_retryable_with_new_uuid());
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod validation;
 
 pub use api_key::ApiKey;
 pub use decode::{DecodeError, Frame, MalformedItem, decode_frame};
-pub use error::{ApiError, ErrorKind, ErrorParameter};
+pub use error::{ApiError, ErrorKind, ErrorParameter, RetryAdvice};
 pub use inference::{
     BflSettings, DeliveryMethod, ImageInference, Inputs, OutputFormat, OutputType, ProviderSettings, Safety, SafetyMode,
 };

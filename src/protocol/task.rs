@@ -201,9 +201,27 @@ impl RawTask {
         &self.object
     }
 
-    /// How many results to wait for: `numberResults` when present, else 1.
+    /// How many results complete the task, by task type:
+    ///
+    /// | taskType | results |
+    /// |---|---|
+    /// | `promptEnhance` | `promptVersions` (default 1) |
+    /// | `imageInference`, `photoMaker`, `imageCaption`… and any other with `numberResults` | `numberResults` (default 1) |
+    /// | anything else | 1 |
     pub fn expected_results(&self) -> u32 {
-        self.object.get("numberResults").and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).unwrap_or(1)
+        let count = |field: &str| {
+            self.object.get(field).and_then(Value::as_u64).and_then(|n| u32::try_from(n).ok()).filter(|n| *n > 0)
+        };
+        match self.task_type() {
+            "promptEnhance" => count("promptVersions").unwrap_or(1),
+            _ => count("numberResults").unwrap_or(1),
+        }
+    }
+
+    /// True when the task asks for `deliveryMethod: "async"`: its results are
+    /// fetched by polling with `getResponse`.
+    pub fn is_async(&self) -> bool {
+        self.object.get("deliveryMethod").and_then(Value::as_str) == Some("async")
     }
 }
 

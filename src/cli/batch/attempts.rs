@@ -7,21 +7,27 @@
 //!   timeout, server error, rate limit) ends the attempt; after a backoff with
 //!   jitter the next attempt runs under a new taskUUID, for the missing results
 //!   only, with its seed moved past the images received (when the line sets one).
+//!   A rate-limited attempt is first sent once more under its own taskUUID (the
+//!   server may have registered it); only a second rate limit on it closes it.
 //! - An **unknown outcome** (client deadline, lost connection) is never retried
 //!   under a new taskUUID: the same attempt is sent again once the connection is
 //!   back — the server answers `conflictTaskUUID` and its results are recovered —
 //!   and left pending in the journal when the run ends first.
 //! - Account failures (key refused, no credits) stop the whole batch; the line
 //!   stays pending. Anything else the server refused is final at once.
+//! - An open attempt first sent longer ago than [`TASK_RETENTION`] is looked up
+//!   before it is re-sent: one the server forgot is left pending (it may have run),
+//!   or, with `--resubmit-stale`, closed and followed by a new attempt.
 
 use super::identity;
 use super::journal::{AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, Record, now_ms};
 use super::reader::LineJob;
-use super::{Ctx, Stop};
+use super::{Ctx, Stop, TASK_RETENTION};
 use crate::cli::download::{file_safe, short_uuid};
 use crate::cli::input::Task;
-use crate::client::{ClientError, ImageResult, KontextStream, TaskStream};
-use crate::protocol::{ClientTask, ErrorKind, ResultItem};
+use crate::cli::output::human_duration;
+use crate::client::{ClientError, ImageResult, KontextStream, Lookup, TaskStream};
+use crate::protocol::{ClientTask, ErrorKind, ResultItem, RetryAdvice};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -32,6 +38,10 @@ const MAX_RECOVERIES: u32 = 5;
 const MAX_RATE_LIMITED: u32 = 20;
 /// The longest wait between two attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a lookup of a stale attempt waits for the server's answer.
+const STALE_LOOKUP_WAIT: Duration = Duration::from_secs(10);
+/// The `attemptFailed` code of a stale attempt the server no longer knew.
+const STALE_CODE: &str = "staleTaskUUID";
 
 /// How a line's run ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,37 +52,6 @@ pub enum Outcome {
     Failed,
     /// Not known yet: the journal keeps it pending for the next run.
     Pending,
-}
-
-/// What a failure means for the line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Advice {
-    /// The server failed the attempt: a new one under a new taskUUID is safe.
-    NewAttempt,
-    /// The outcome is unknown: send the same attempt again (same taskUUID).
-    Recover,
-    /// Nothing reached the server: send it again as it is.
-    Resubmit,
-    /// No task can succeed until the account is fixed.
-    FixAccount,
-    /// Final.
-    Never,
-}
-
-fn advice(e: &ClientError) -> Advice {
-    match e {
-        ClientError::Api(api) => match api.kind() {
-            ErrorKind::RateLimit | ErrorKind::Timeout | ErrorKind::Provider | ErrorKind::Server => Advice::NewAttempt,
-            ErrorKind::Auth | ErrorKind::Quota => Advice::FixAccount,
-            ErrorKind::Conflict => Advice::Recover,
-            ErrorKind::Validation | ErrorKind::Safety | ErrorKind::NotFound | ErrorKind::Unknown => Advice::Never,
-        },
-        ClientError::Auth(_) => Advice::FixAccount,
-        ClientError::Timeout { .. } | ClientError::Unreachable { .. } | ClientError::Closed => Advice::Recover,
-        ClientError::Protocol(_) => Advice::Recover,
-        ClientError::Busy { .. } => Advice::Resubmit,
-        ClientError::Validation(_) | ClientError::DuplicateTask(_) | ClientError::Config(_) => Advice::Never,
-    }
 }
 
 /// A submitted attempt's results.
@@ -130,7 +109,16 @@ impl Line<'_> {
         let wanted = self.job.task.wanted();
         let mut open: Option<AttemptRecord> = self.job.prior.open_attempt().cloned();
         let mut last = self.job.prior.attempt.as_ref().map_or(0, |a| a.attempt);
+        if let Some(a) = open.as_ref().filter(|a| is_stale(a, now_ms())) {
+            match self.check_stale(a).await {
+                Stale::Known => {}
+                Stale::Resubmit => open = None,
+                Stale::LeavePending => return Outcome::Pending,
+            }
+        }
         let (mut failures, mut rate_limited, mut recoveries) = (0u32, 0u32, 0u32);
+        // The taskUUID last rate-limited and sent again as it is.
+        let mut rate_limited_uuid = None;
         loop {
             if ctx.stopping() {
                 return Outcome::Pending;
@@ -171,13 +159,18 @@ impl Line<'_> {
                 }
                 Err(e) => e,
             };
-            match advice(&error) {
-                Advice::NewAttempt => {
+            match error.retry_advice() {
+                RetryAdvice::NewTaskUuid => {
                     let (code, message) = api_code(&error);
-                    if !self.journal_failed(&attempt, &code, &message).await {
+                    let is_rate_limit = error.api_kind() == Some(ErrorKind::RateLimit);
+                    // A rate-limited taskUUID may or may not be registered (docs/protocol.md
+                    // §7.1): it is sent once more under the same UUID first. A conflict then
+                    // recovers it if it runs after all; a second rate limit on it (stored, or
+                    // fresh) means it never will, and a new taskUUID is safe.
+                    let resend_same = is_rate_limit && rate_limited_uuid != Some(attempt.task_uuid);
+                    if !resend_same && !self.journal_failed(&attempt, &code, &message).await {
                         return Outcome::Pending;
                     }
-                    let is_rate_limit = error.api_kind() == Some(ErrorKind::RateLimit);
                     let tries = if is_rate_limit {
                         ctx.throttle.rate_limited();
                         ctx.progress.set_cap(ctx.throttle.cap(), ctx.throttle.max());
@@ -196,20 +189,31 @@ impl Line<'_> {
                         // Every image is in: the failure came after the last one.
                         return self.finish_ok(&attempt).await;
                     }
+                    ctx.progress.retried();
+                    if resend_same {
+                        rate_limited_uuid = Some(attempt.task_uuid);
+                        tracing::info!(line = self.job.line, task_uuid = %attempt.task_uuid, "rate limited: sending again under the same taskUUID");
+                        open = Some(attempt);
+                        let wait = backoff(ctx.retry_backoff, tries);
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = ctx.stopped() => return Outcome::Pending,
+                        }
+                        continue;
+                    }
                     ctx.progress.println(&format!(
                         "line {}: {code} from the server; attempt {} under a new taskUUID for {} result(s)",
                         self.job.line,
                         attempt.attempt + 1,
                         wanted - self.images.len() as u32
                     ));
-                    ctx.progress.retried();
                     let wait = backoff(ctx.retry_backoff, tries);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
                         _ = ctx.stopped() => return Outcome::Pending,
                     }
                 }
-                Advice::Recover | Advice::Resubmit => {
+                RetryAdvice::SameTaskUuid | RetryAdvice::Resubmit => {
                     if ctx.stopping() {
                         return Outcome::Pending;
                     }
@@ -227,14 +231,14 @@ impl Line<'_> {
                         _ = ctx.stopped() => return Outcome::Pending,
                     };
                     if let Err(e) = connected {
-                        if advice(&e) == Advice::FixAccount {
+                        if e.is_account_failure() {
                             ctx.stop_for_account(&e);
                         }
                         return Outcome::Pending;
                     }
                     open = Some(attempt);
                 }
-                Advice::FixAccount => {
+                RetryAdvice::FixAccount => {
                     // A task the server failed for the account is done with: the next
                     // run (after the account is fixed) sends a new attempt.
                     if let ClientError::Api(_) = &error {
@@ -246,7 +250,7 @@ impl Line<'_> {
                     ctx.stop_for_account(&error);
                     return Outcome::Pending;
                 }
-                Advice::Never => {
+                RetryAdvice::Never => {
                     let (code, message) = api_code(&error);
                     let parameter = match &error {
                         ClientError::Api(api) => api.parameter.as_ref().map(ToString::to_string),
@@ -255,6 +259,55 @@ impl Line<'_> {
                     };
                     return self.fail_final(&attempt, code, message, parameter).await;
                 }
+            }
+        }
+    }
+
+    /// An open attempt first sent longer ago than the server is trusted to remember
+    /// a taskUUID: asks the server before re-sending it.
+    async fn check_stale(&self, attempt: &AttemptRecord) -> Stale {
+        let ctx = self.ctx;
+        let age = Duration::from_millis(now_ms().saturating_sub(attempt.sent_at_ms));
+        let looked_up = tokio::select! {
+            l = ctx.client.lookup(attempt.task_uuid, Some(attempt.number_results), STALE_LOOKUP_WAIT) => l,
+            _ = ctx.stopped() => return Stale::LeavePending,
+        };
+        let line = self.job.line;
+        match looked_up {
+            Ok(Lookup::Known { .. }) => Stale::Known,
+            Ok(Lookup::Unknown) if ctx.resubmit_stale => {
+                ctx.progress.println(&format!(
+                    "line {line}: the server no longer knows taskUUID {} (sent {} ago); \
+                     --resubmit-stale: running it again under a new taskUUID",
+                    attempt.task_uuid,
+                    human_duration(age)
+                ));
+                let message =
+                    format!("the server no longer knew this taskUUID {} after it was sent", human_duration(age));
+                if self.journal_failed(attempt, STALE_CODE, &message).await {
+                    Stale::Resubmit
+                } else {
+                    Stale::LeavePending
+                }
+            }
+            Ok(Lookup::Unknown) => {
+                ctx.progress.println(&format!(
+                    "line {line}: taskUUID {} was sent {} ago and the server no longer knows it; left pending \
+                     (it may have run: --resubmit-stale runs it again under a new taskUUID, which may bill it twice)",
+                    attempt.task_uuid,
+                    human_duration(age)
+                ));
+                Stale::LeavePending
+            }
+            Err(e) => {
+                if e.is_account_failure() {
+                    ctx.stop_for_account(&e);
+                }
+                ctx.progress.println(&format!(
+                    "line {line}: cannot ask the server about taskUUID {} ({e}); left pending",
+                    attempt.task_uuid
+                ));
+                Stale::LeavePending
             }
         }
     }
@@ -401,6 +454,22 @@ impl Line<'_> {
     }
 }
 
+/// What a stale open attempt turned out to be.
+enum Stale {
+    /// The server still knows it: re-send it under its taskUUID.
+    Known,
+    /// Forgotten, and `--resubmit-stale`: a new attempt.
+    Resubmit,
+    /// Forgotten (or the server could not be asked): left for the user.
+    LeavePending,
+}
+
+/// True when `attempt` was first sent longer than [`TASK_RETENTION`] before `now_ms`.
+fn is_stale(attempt: &AttemptRecord, now_ms: u64) -> bool {
+    let retention = u64::try_from(TASK_RETENTION.as_millis()).unwrap_or(u64::MAX);
+    now_ms.saturating_sub(attempt.sent_at_ms) > retention
+}
+
 /// The server's code and message (or ours, for a failure that is not the server's).
 fn api_code(e: &ClientError) -> (String, String) {
     match e {
@@ -429,25 +498,22 @@ fn millis(d: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ApiError;
-
-    fn api(code: &str) -> ClientError {
-        ClientError::Api(Box::new(ApiError::new(code, "x")))
-    }
 
     #[test]
-    fn only_server_reported_failures_get_a_new_attempt() {
-        for code in ["timeoutProvider", "serviceUnavailable", "requestRateLimitExceeded", "providerError"] {
-            assert_eq!(advice(&api(code)), Advice::NewAttempt, "{code}");
-        }
-        let timeout = ClientError::Timeout { after: Duration::from_secs(1), connection: "connected".into() };
-        assert_eq!(advice(&timeout), Advice::Recover, "a client deadline is an unknown outcome");
-        let lost = ClientError::Unreachable { attempts: 3, last_error: "refused".into() };
-        assert_eq!(advice(&lost), Advice::Recover, "a lost connection is an unknown outcome");
-        assert_eq!(advice(&ClientError::Closed), Advice::Recover);
-        assert_eq!(advice(&api("insufficientCredits")), Advice::FixAccount);
-        assert_eq!(advice(&api("contentPolicyViolation")), Advice::Never);
-        assert_eq!(advice(&api("invalidPositivePrompt")), Advice::Never);
+    fn an_attempt_is_stale_after_the_servers_retention() {
+        let attempt = AttemptRecord {
+            key: "id:x".into(),
+            line: 1,
+            attempt: 1,
+            task_uuid: uuid::Uuid::nil(),
+            number_results: 1,
+            seed: None,
+            sent_at_ms: 1_000_000,
+        };
+        let hour = 3_600_000;
+        assert!(!is_stale(&attempt, 1_000_000 + hour));
+        assert!(is_stale(&attempt, 1_000_000 + hour + 1));
+        assert!(!is_stale(&attempt, 0), "a clock that went back is not staleness");
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub struct Ctx {
     batch_id: Uuid,
     retries: u32,
     retry_backoff: Duration,
+    resubmit_stale: bool,
     url: String,
 }
 
@@ -316,6 +317,7 @@ async fn execute(
         batch_id: plan.header.batch_id,
         retries: args.retries,
         retry_backoff: args.retry_backoff,
+        resubmit_stale: args.resubmit_stale,
         url: endpoint.url.clone(),
     });
     let display_stop = Arc::new(tokio::sync::Notify::new());
@@ -461,13 +463,14 @@ async fn watch_outages(ctx: Arc<Ctx>, give_up_after: Option<Duration>) {
                 since = None;
                 ctx.progress.set_outage(None);
             }
-            ConnectionState::Reconnecting { attempt, .. } => {
+            ConnectionState::Reconnecting { attempt, retry_in, .. } => {
                 let start = *since.get_or_insert_with(std::time::Instant::now);
-                ctx.progress.set_outage(Some(Outage { since: start, attempt: *attempt, retry_in: None }));
+                let next_at = Some(std::time::Instant::now() + *retry_in);
+                ctx.progress.set_outage(Some(Outage { since: start, attempt: *attempt, next_at }));
             }
             ConnectionState::Connecting | ConnectionState::Disconnected { .. } => {
                 let start = *since.get_or_insert_with(std::time::Instant::now);
-                ctx.progress.set_outage(Some(Outage { since: start, attempt: 0, retry_in: None }));
+                ctx.progress.set_outage(Some(Outage { since: start, attempt: 0, next_at: None }));
             }
             ConnectionState::Closed => return,
         }
