@@ -24,7 +24,7 @@ pub mod cli;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,
-    KontextStream, Metrics, PollPolicy, QueueDepths, ReconnectPolicy, TaskStream,
+    KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths, ReconnectPolicy, TaskStream,
 };
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,

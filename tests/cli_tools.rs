@@ -99,6 +99,13 @@ async fn result_fetches_a_finished_task_by_uuid() {
     for img in report["images"].as_array().unwrap() {
         assert!(Path::new(img["path"].as_str().unwrap()).exists());
     }
+    // Without --count: every result the server has.
+    let mut cmd = runware();
+    cmd.args(api(&emu)).args(["result", &task_uuid.to_string(), "--json", "--no-download", "--out"]).arg(&dir);
+    let all = exec(cmd).await;
+    assert_eq!(all.code, 0, "{all:?}");
+    let report: Value = serde_json::from_str(all.stdout.trim()).unwrap();
+    assert_eq!(report["images"].as_array().unwrap().len(), 2, "{report}");
     // Fetching results never runs the task again.
     assert_eq!(emu.executions(task_uuid), 1);
 
@@ -106,7 +113,7 @@ async fn result_fetches_a_finished_task_by_uuid() {
     cmd.args(api(&emu)).args(["result", &uuid::Uuid::new_v4().to_string(), "--timeout", "500ms"]);
     let unknown = exec(cmd).await;
     assert_eq!(unknown.code, 1, "{unknown:?}");
-    assert!(unknown.stderr.contains("no 1 result"), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("knows no task"), "{}", unknown.stderr);
     emu.shutdown().await;
 }
 
