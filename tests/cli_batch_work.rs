@@ -275,7 +275,14 @@ async fn rate_limits_are_retried_without_using_up_retries() {
     let run = exec(cmd).await;
     assert_eq!(run.code, 0, "{run:?}");
     let s = summary(&run);
-    assert_eq!((s["ok"].as_u64(), s["retries"].as_u64()), (Some(6), Some(24)), "{s}");
+    // Each rate-limited attempt is sent once more under its own taskUUID (the server
+    // may have registered it), then closed: 4 attempts × 2 sends rate-limited per line.
+    assert_eq!((s["ok"].as_u64(), s["retries"].as_u64()), (Some(6), Some(48)), "{s}");
+    let results = dir.join("tasks.results.jsonl");
+    for line in 1..=6 {
+        assert_eq!(of_line(&results, "attempt", line).len(), 5, "line {line}");
+        assert_eq!(of_line(&results, "attemptFailed", line).len(), 4, "line {line}");
+    }
     assert_nothing_ran_twice(&emu);
     emu.shutdown().await;
 }
@@ -428,5 +435,103 @@ async fn a_batch_waits_out_a_long_outage() {
     assert!(per_line.values().all(|n| *n == 1), "unknown outcomes keep their taskUUID: {per_line:?}");
     assert_nothing_ran_twice(&emu);
     assert_eq!(emu.stats().executions_total, 10);
+    emu.shutdown().await;
+}
+
+/// Writes a journal by hand: a header for `emu` and the given records.
+fn write_journal(path: &Path, emu: &EmulatorHandle, records: &[Value]) {
+    let header =
+        json!({"type": "header", "version": 2, "batchId": Uuid::new_v4(), "endpoint": emu.ws_url(), "createdAtMs": 0});
+    let mut all = vec![header];
+    all.extend_from_slice(records);
+    write_jsonl(path, &all);
+}
+
+fn hours_ago_ms(h: u64) -> u64 {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+    u64::try_from(now.as_millis()).unwrap() - h * 3_600_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_older_than_the_servers_memory_is_looked_up_before_it_is_resent() {
+    let emu = emulator(fast()).await;
+    let dir = scratch("work-stale");
+    let (input, out, results) = (dir.join("tasks.jsonl"), dir.join("images"), dir.join("tasks.results.jsonl"));
+    write_jsonl(
+        &input,
+        &[
+            json!({"id": "forgotten", "positivePrompt": "sent long ago", "size": "1:1"}),
+            json!({"id": "remembered", "positivePrompt": "ran long ago", "size": "1:1", "numberResults": 2}),
+        ],
+    );
+    // "remembered" ran on the server; "forgotten" is a taskUUID it never saw.
+    let ran = Uuid::new_v4();
+    let c = runware_ws::Client::builder().url(emu.ws_url()).api_key(KEY).connect().await.unwrap();
+    let task = runware_ws::Kontext::builder()
+        .prompt("ran long ago")
+        .size(runware_ws::KontextSize::R1x1)
+        .number_results(2)
+        .task_uuid(ran)
+        .build()
+        .unwrap();
+    c.kontext(task).await.expect("runs");
+    c.close(Duration::from_secs(1)).await;
+    let forgotten = Uuid::new_v4();
+    let attempt = |key: &str, line: u64, uuid: Uuid, n: u32| {
+        json!({"type": "attempt", "key": key, "line": line, "attempt": 1, "taskUUID": uuid,
+               "numberResults": n, "sentAtMs": hours_ago_ms(3)})
+    };
+    write_journal(&results, &emu, &[attempt("id:forgotten", 1, forgotten, 1), attempt("id:remembered", 2, ran, 2)]);
+
+    let mut cmd = batch_cmd(&emu, &input, &out);
+    cmd.args(["--json", "--no-download"]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 1, "a line is left pending: {run:?}");
+    assert!(run.stderr.contains("no longer knows") && run.stderr.contains("--resubmit-stale"), "{}", run.stderr);
+    assert_eq!(summary(&run)["pending"], 1);
+    assert_eq!(emu.executions(forgotten), 0, "a forgotten attempt is not resent");
+    let remembered = &of_line(&results, "result", 2)[0];
+    assert_eq!((remembered["status"].as_str(), uuid_of(remembered)), (Some("ok"), ran), "{remembered}");
+    assert_eq!(remembered["images"].as_array().unwrap().len(), 2);
+    assert_eq!(emu.executions(ran), 1, "recovered, not run again");
+
+    let mut cmd = batch_cmd(&emu, &input, &out);
+    cmd.args(["--json", "--no-download", "--resubmit-stale"]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let attempts = of_line(&results, "attempt", 1);
+    assert_eq!(attempts.len(), 2);
+    assert_eq!(of_line(&results, "attemptFailed", 1)[0]["code"], "staleTaskUUID");
+    let result = &of_line(&results, "result", 1)[0];
+    assert_eq!(uuid_of(result), uuid_of(&attempts[1]));
+    assert_ne!(uuid_of(result), forgotten);
+    assert_eq!(emu.executions(forgotten), 0);
+    assert_nothing_ran_twice(&emu);
+    emu.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_lines_end_after_the_right_count_and_async_ones_are_polled() {
+    let emu = emulator(fast()).await;
+    let dir = scratch("work-raw");
+    let (input, out, results) = (dir.join("tasks.jsonl"), dir.join("images"), dir.join("tasks.results.jsonl"));
+    write_jsonl(
+        &input,
+        &[
+            json!({"taskType": "promptEnhance", "prompt": "a quiet harbour", "promptVersions": 3, "promptMaxLength": 100}),
+            json!({"taskType": "imageInference", "model": "bfl:3@1", "positivePrompt": "async edit", "size": "1:1",
+                   "numberResults": 2, "deliveryMethod": "async"}),
+        ],
+    );
+    let mut cmd = batch_cmd(&emu, &input, &out);
+    cmd.args(["--json", "--no-download", "--timeout", "30s"]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let enhanced = &of_line(&results, "result", 1)[0];
+    assert_eq!(enhanced["results"].as_array().unwrap().len(), 3, "{enhanced}");
+    let polled = &of_line(&results, "result", 2)[0];
+    assert_eq!(polled["images"].as_array().unwrap().len(), 2, "{polled}");
+    let latency = polled["latencyMs"].as_u64().unwrap();
+    assert!(latency < 30_000, "polled, not left to its deadline: {latency} ms");
     emu.shutdown().await;
 }

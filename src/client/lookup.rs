@@ -26,7 +26,7 @@ pub enum Lookup {
         /// True when it has ended: every expected result arrived, or it failed.
         finished: bool,
         /// Why it failed, when it did.
-        error: Option<ApiError>,
+        error: Option<Box<ApiError>>,
     },
 }
 
@@ -73,7 +73,7 @@ impl Client {
             Ok(finished) if items.is_empty() && !finished && !acknowledged => Ok(Lookup::Unknown),
             Ok(finished) => Ok(Lookup::Known { items, finished, error: None }),
             Err(ClientError::Api(e)) if e.kind() == ErrorKind::NotFound && items.is_empty() => Ok(Lookup::Unknown),
-            Err(ClientError::Api(e)) => Ok(Lookup::Known { items, finished: true, error: Some(*e) }),
+            Err(ClientError::Api(e)) => Ok(Lookup::Known { items, finished: true, error: Some(e) }),
             // Our own `wait` passed (the attach deadline races the timeout above).
             Err(ClientError::Timeout { .. }) if items.is_empty() && !acknowledged => Ok(Lookup::Unknown),
             Err(ClientError::Timeout { .. }) => Ok(Lookup::Known { items, finished: false, error: None }),

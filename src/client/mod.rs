@@ -275,7 +275,7 @@ impl Client {
     ) -> impl Future<Output = Result<Vec<ImageResult>, PartialFailure<ImageResult>>> + Send + '_ {
         let prepared = prepare_kontext(&task);
         async move {
-            let prepared = prepared.map_err(|e| PartialFailure::new(e.into()))?;
+            let prepared = prepared.map_err(PartialFailure::new)?;
             self.submit_kontext(prepared).await.map_err(PartialFailure::new)?.collect_all().await
         }
     }
