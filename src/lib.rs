@@ -1,7 +1,7 @@
 //! # runware-ws
 //!
 //! A WebSocket-first client for the [Runware](https://runware.ai) image-inference
-//! API, with FLUX.1 Kontext [pro] (`bfl:3@1`) editing as its first-class task.
+//! API, with FLUX.1 Kontext \[pro\] (`bfl:3@1`) editing as its first-class task.
 //!
 //! Layers:
 //! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.

@@ -40,7 +40,7 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Edit an image with one Kontext [pro] task and save the results.
+    /// Edit an image with one Kontext \[pro\] task and save the results.
     Edit(EditArgs),
     /// Run a JSONL file of tasks over one connection; resumable.
     Batch(BatchArgs),

@@ -1,4 +1,4 @@
-//! `runware edit`: one Kontext [pro] task, built with `Kontext::builder()`.
+//! `runware edit`: one Kontext \[pro\] task, built with `Kontext::builder()`.
 
 use super::EXIT_OK;
 use super::args::{ApiArgs, EditArgs};

@@ -11,7 +11,7 @@
 //! - `size` (`"1248x832"` or `"3:2"`) may stand for `width` and `height`.
 //!
 //! `imageInference` lines are parsed as [`ImageInference`] and, for `bfl:3@1`,
-//! checked against every Kontext [pro] rule; other task types go as [`RawTask`].
+//! checked against every Kontext \[pro\] rule; other task types go as [`RawTask`].
 
 use super::edit::is_remote_or_inline;
 use crate::protocol::kontext::{self, MODEL, rules};

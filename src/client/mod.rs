@@ -264,7 +264,7 @@ impl Client {
         ClientBuilder { config: ClientConfig::new(ApiKey::new("")) }
     }
 
-    /// Runs a Kontext [pro] task and waits for all its images; a failure keeps
+    /// Runs a Kontext \[pro\] task and waits for all its images; a failure keeps
     /// the images received before it ([`PartialFailure`]).
     ///
     /// The task is validated and serialized when this is called; the returned
@@ -280,7 +280,7 @@ impl Client {
         }
     }
 
-    /// Submits a Kontext [pro] task (waiting for an in-flight slot) and streams its images.
+    /// Submits a Kontext \[pro\] task (waiting for an in-flight slot) and streams its images.
     ///
     /// The task is validated and serialized when this is called.
     pub fn kontext_stream(

@@ -1,4 +1,4 @@
-//! The `imageInference` task, with every field of the FLUX.1 Kontext [pro] model page.
+//! The `imageInference` task, with every field of the FLUX.1 Kontext \[pro\] model page.
 
 use super::reference::ReferenceImage;
 use super::tag;
@@ -122,7 +122,7 @@ pub struct ProviderSettings {
 
 /// An `imageInference` task.
 ///
-/// Build Kontext [pro] requests with [`crate::Kontext::builder`], which validates
+/// Build Kontext \[pro\] requests with [`crate::Kontext::builder`], which validates
 /// every rule; this struct is the wire form and accepts any model. Fields it does
 /// not know are kept in `extra` and sent back as they were.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -133,7 +133,7 @@ pub struct ImageInference {
     /// The task's UUID v4.
     #[serde(rename = "taskUUID")]
     pub task_uuid: Uuid,
-    /// The model AIR, `bfl:3@1` for Kontext [pro].
+    /// The model AIR, `bfl:3@1` for Kontext \[pro\].
     pub model: String,
     /// What to make.
     #[serde(rename = "positivePrompt")]

@@ -1,4 +1,4 @@
-//! FLUX.1 Kontext [pro] (`bfl:3@1`): the nine sizes, the rules of the model page,
+//! FLUX.1 Kontext \[pro\] (`bfl:3@1`): the nine sizes, the rules of the model page,
 //! and a builder that checks every rule before a request leaves the process.
 //!
 //! ```
@@ -29,12 +29,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use uuid::Uuid;
 
-/// The model AIR of FLUX.1 Kontext [pro].
+/// The model AIR of FLUX.1 Kontext \[pro\].
 pub const MODEL: &str = "bfl:3@1";
 /// Price of one image, in USD.
 pub const PRICE_PER_IMAGE: f64 = 0.04;
 
-/// The nine sizes Kontext [pro] accepts, by aspect ratio.
+/// The nine sizes Kontext \[pro\] accepts, by aspect ratio.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KontextSize {
     /// 21:9, 1568×672
@@ -270,7 +270,7 @@ pub mod rules {
     }
 }
 
-/// Checks a typed `imageInference` task against every rule of Kontext [pro].
+/// Checks a typed `imageInference` task against every rule of Kontext \[pro\].
 pub fn validate(task: &ImageInference) -> Result<(), ValidationError> {
     let mut v = Vec::new();
     let mut push = |r: Result<(), Violation>| {
@@ -305,7 +305,7 @@ pub fn validate(task: &ImageInference) -> Result<(), ValidationError> {
     ValidationError::from_violations(v)
 }
 
-/// Entry point for Kontext [pro] requests: `Kontext::builder()`.
+/// Entry point for Kontext \[pro\] requests: `Kontext::builder()`.
 #[derive(Debug)]
 pub struct Kontext;
 
@@ -323,7 +323,7 @@ enum ReferenceSource {
     Ready(ReferenceImage),
 }
 
-/// Builds a validated Kontext [pro] `imageInference` task.
+/// Builds a validated Kontext \[pro\] `imageInference` task.
 ///
 /// Setters only record; [`KontextBuilder::build`] checks every rule and reports all
 /// violations together. Unset options are left out of the JSON, so the server's
