@@ -15,6 +15,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod redact;
 
 #[cfg(feature = "emulator")]
 pub mod emulator;

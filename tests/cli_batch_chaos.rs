@@ -63,6 +63,7 @@ async fn two_thousand_lines_through_failures_drops_and_an_outage() {
     let mut cmd = runware();
     cmd.args(api(&emu)).arg("batch").arg(&input).arg("--out").arg(&out);
     cmd.args(["--json", "--concurrency", &concurrency, "--retry-backoff", "20ms"]);
+    let started = std::time::Instant::now();
     let child = cmd.spawn().expect("the binary starts");
     let chaos = async {
         let mut tick = 0u32;
@@ -82,6 +83,7 @@ async fn two_thousand_lines_through_failures_drops_and_an_outage() {
         }
         () = chaos => unreachable!(),
     };
+    let wall = started.elapsed();
     let stderr = String::from_utf8_lossy(&out_.stderr);
     assert_eq!(out_.status.code(), Some(1), "the refused lines fail the run: {stderr}");
     let summary: Value = serde_json::from_str(String::from_utf8_lossy(&out_.stdout).trim()).unwrap();
@@ -117,8 +119,13 @@ async fn two_thousand_lines_through_failures_drops_and_an_outage() {
     let stats = emu.stats();
     assert_eq!(stats.images_billed, journaled.len() as u64, "billed vs journaled: {stats:?}");
     assert_eq!(on_disk.len(), journaled.len(), "journaled vs on disk");
-    let on_disk_uuids: HashSet<&str> =
-        journaled_uuids.iter().copied().filter(|u| on_disk.iter().any(|n| n.contains(u))).collect();
+    // Files are named `LINE-TASK8-IMAGEUUID.EXT`: the image UUID is the 36 characters
+    // before the extension.
+    let named: HashSet<&str> = on_disk
+        .iter()
+        .filter_map(|n| n.rsplit_once('.').and_then(|(stem, _)| stem.get(stem.len().saturating_sub(36)..)))
+        .collect();
+    let on_disk_uuids: HashSet<&str> = journaled_uuids.iter().copied().filter(|u| named.contains(u)).collect();
     assert_eq!(on_disk_uuids.len(), journaled.len(), "every journaled image is on disk");
 
     // The failures were injected as planned, and retried under new taskUUIDs.
@@ -130,5 +137,12 @@ async fn two_thousand_lines_through_failures_drops_and_an_outage() {
     assert_eq!(failed_by_code.get("timeoutProvider").copied(), Some(expected("flaky")), "{failed_by_code:?}");
     assert_eq!(failed_by_code.get("requestRateLimitExceeded").copied(), Some(expected("throttled")));
     assert_eq!(failed_by_code.get("serviceUnavailable").copied(), Some(expected("partial")));
+    // The figures RELIABILITY.md records for the soak.
+    eprintln!(
+        "batch chaos: {lines_n} lines at {concurrency} in flight in {wall:.1?}; summary {summary}; \
+         attempts failed {failed_by_code:?}; emulator: {} task frames, {} executed, {} conflicts, {} images billed, \
+         {} connections",
+        stats.tasks_received, stats.executions_total, stats.conflicts, stats.images_billed, stats.connections
+    );
     emu.shutdown().await;
 }

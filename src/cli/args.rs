@@ -37,6 +37,24 @@ pub struct Cli {
     pub command: Command,
 }
 
+impl Cli {
+    /// Every secret this run knows (API keys from flags and the environment, the
+    /// keys `serve` accepts), for the redaction of all output.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.api.api_key.iter().cloned().collect();
+        keys.extend(std::env::var("RUNWARE_API_KEY").ok());
+        match &self.command {
+            Command::Edit(a) => keys.extend(a.api.api_key.clone()),
+            Command::Batch(a) => keys.extend(a.api.api_key.clone()),
+            Command::Result(a) => keys.extend(a.api.api_key.clone()),
+            Command::Upload(a) => keys.extend(a.api.api_key.clone()),
+            Command::Ping(a) => keys.extend(a.api.api_key.clone()),
+            Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
+        }
+        keys
+    }
+}
+
 /// The subcommands.
 #[derive(Subcommand, Debug)]
 pub enum Command {

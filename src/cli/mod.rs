@@ -23,6 +23,7 @@ mod upload;
 use args::{Cli, Command};
 use clap::Parser;
 use error::CliError;
+use crate::redact::Redactor;
 use output::Output;
 use std::process::ExitCode;
 
@@ -42,7 +43,9 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 /// Runs the `runware` tool with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.verbose, cli.quiet);
+    let redactor = Redactor::new(cli.secrets());
+    output::set_redactor(redactor.clone());
+    init_tracing(cli.verbose, cli.quiet, redactor);
     // reqwest and tokio-tungstenite use rustls without a built-in provider choice.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let out = Output::new(cli.json, cli.quiet);
@@ -79,10 +82,11 @@ async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
     }
 }
 
-fn init_tracing(verbose: u8, quiet: bool) {
+/// Logs on stderr, every line through the redactor: at `trace` tungstenite logs
+/// raw frames (the authentication frame among them), and `RUNWARE_LOG` may turn
+/// any target up, so the key is removed from whatever is written.
+fn init_tracing(verbose: u8, quiet: bool, redactor: Redactor) {
     use tracing_subscriber::EnvFilter;
-    // Dependencies stay at warn: tungstenite logs raw frames (the auth frame among
-    // them) at trace, and the API key must never be printed.
     let default = match (quiet, verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -91,6 +95,9 @@ fn init_tracing(verbose: u8, quiet: bool) {
         (false, _) => "warn,runware_ws=trace",
     };
     let filter = EnvFilter::try_from_env("RUNWARE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
-    let _ =
-        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || redactor.writer(std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }

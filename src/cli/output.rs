@@ -1,8 +1,26 @@
 //! Where things are printed: results on stdout (text or `--json`), notices and
 //! errors on stderr (notices silenced by `-q`).
 
+use crate::redact::Redactor;
 use serde::Serialize;
 use std::io::Write;
+use std::sync::OnceLock;
+
+/// The secrets removed from everything this tool prints (set once, in `main`).
+static REDACTOR: OnceLock<Redactor> = OnceLock::new();
+
+/// Sets the redactor for all output; later calls change nothing.
+pub fn set_redactor(redactor: Redactor) {
+    let _ = REDACTOR.set(redactor);
+}
+
+/// `text` without any known secret.
+fn clean(text: &str) -> std::borrow::Cow<'_, str> {
+    match REDACTOR.get() {
+        Some(r) => r.redact(text),
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
 
 /// The output settings of a run.
 #[derive(Clone, Copy, Debug)]
@@ -22,7 +40,7 @@ impl Output {
     /// A result line on stdout.
     pub fn line(&self, text: &str) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
+        let _ = writeln!(out, "{}", clean(text));
         let _ = out.flush();
     }
 
@@ -37,13 +55,13 @@ impl Output {
     /// A notice on stderr, unless `-q`.
     pub fn notice(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{text}");
+            eprintln!("{}", clean(text));
         }
     }
 
     /// An error on stderr (always).
     pub fn error(&self, text: &str) {
-        eprintln!("error: {text}");
+        eprintln!("error: {}", clean(text));
     }
 }
 

@@ -19,6 +19,12 @@ impl ApiKey {
         &self.0
     }
 
+    /// A [`Redactor`](crate::redact::Redactor) that removes this key from log
+    /// output (see [`redact`](crate::redact)).
+    pub fn redactor(&self) -> crate::redact::Redactor {
+        crate::redact::Redactor::new([self.expose()])
+    }
+
     /// True when the key is empty or only whitespace.
     pub fn is_blank(&self) -> bool {
         self.0.trim().is_empty()
