@@ -1,4 +1,4 @@
-//! Through the emulator (`runware_ws::emulator`) at zero latency: the same
+//! Through the emulator (`runware_emulator`) at zero latency: the same
 //! concurrency sweep as `e2e` (client and baseline, 1 / 64 / 512 / 4,096 in
 //! flight), with the emulator in place of the minimal server. The emulator runs
 //! on its own thread (a current-thread runtime), so its CPU is measured apart.
@@ -10,7 +10,7 @@
 mod common;
 
 use common::{Target, ThreadClock, sweep};
-use runware_ws::emulator::{Emulator, Latency};
+use runware_emulator::{Emulator, Latency};
 use std::time::Duration;
 
 fn start_emulator() -> Target {

@@ -8,7 +8,7 @@
 //!
 //! Prints the WebSocket URL on the first line of stdout, the HTTP URL on the second.
 
-use runware_ws::emulator::{Emulator, FailMatch, FailRule, Fault, Latency};
+use runware_emulator::{Emulator, FailMatch, FailRule, Fault, Latency};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -7,7 +7,7 @@
 //! `RUNWARE_URL`): the same code, a real server.
 
 use futures::StreamExt;
-use runware_ws::emulator::{Emulator, Latency};
+use runware_emulator::{Emulator, Latency};
 use runware_ws::{Client, Kontext, KontextSize};
 use std::time::{Duration, Instant};
 

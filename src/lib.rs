@@ -7,21 +7,17 @@
 //! - [`protocol`]: the wire format — typed, validated tasks; a zero-copy frame decoder.
 //! - [`client`]: the connection engine — one multiplexed socket, the dispatcher,
 //!   keepalive and the self-healing supervisor.
-//! - `emulator` (feature `emulator`, on by default): a local Runware server for tests,
-//!   benchmarks and key-less runs.
-//! - `cli` (feature `cli`, on by default): the `runware` command-line tool.
+//! - [`redact`]: removal of the API key from log output, dependencies' traces included.
+//!
+//! Two more packages live in this workspace: `runware-emulator`, a faithful local
+//! Runware server with fault injection (add it as a dev-dependency to test your own
+//! service), and `runware-cli`, the `runware` command-line tool.
 
 #![warn(missing_docs)]
 
 pub mod client;
 pub mod protocol;
 pub mod redact;
-
-#[cfg(feature = "emulator")]
-pub mod emulator;
-
-#[cfg(feature = "cli")]
-pub mod cli;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,
@@ -31,3 +27,8 @@ pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
     RetryAdvice, ValidationError, Violation,
 };
+
+/// The README's Rust examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

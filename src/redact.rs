@@ -23,7 +23,9 @@
 //! With `tracing-subscriber`, give the fmt layer a closure that wraps its real
 //! writer (a `Fn() -> impl Write` is a `MakeWriter`):
 //!
-//! ```ignore
+//! ```no_run
+//! # use runware_ws::{ApiKey, redact::Redactor};
+//! # let key = ApiKey::new("…");
 //! let redactor = Redactor::new([key.expose()]);
 //! tracing_subscriber::fmt()
 //!     .with_writer(move || redactor.writer(std::io::stderr()))

@@ -11,7 +11,7 @@
 //! Replay a failure with `CHAOS_SEED=<seed printed by the failing run>`.
 
 use futures::StreamExt;
-use runware_ws::emulator::{Emulator, Fault, Latency};
+use runware_emulator::{Emulator, Fault, Latency};
 use runware_ws::protocol::DeliveryMethod;
 use runware_ws::{Client, Keepalive, Kontext, KontextSize, PollPolicy, ReconnectPolicy};
 use std::collections::HashSet;

@@ -5,13 +5,13 @@ mod common;
 
 use common::*;
 use futures::StreamExt;
-use runware_ws::emulator::{Fault, Latency};
+use runware_emulator::{Fault, Latency};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-fn slow(ms: u64) -> runware_ws::emulator::EmulatorBuilder {
+fn slow(ms: u64) -> runware_emulator::EmulatorBuilder {
     builder().latency(Latency::Fixed(Duration::from_millis(ms)))
 }
 

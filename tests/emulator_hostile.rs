@@ -5,7 +5,7 @@
 
 use futures::{SinkExt, StreamExt};
 use proptest::prelude::*;
-use runware_ws::emulator::{Emulator, EmulatorHandle, Latency};
+use runware_emulator::{Emulator, EmulatorHandle, Latency};
 use runware_ws::{Client, Kontext, KontextSize};
 use serde_json::{Value, json};
 use std::time::Duration;

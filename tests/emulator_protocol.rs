@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use runware_ws::emulator::Emulator;
+use runware_emulator::Emulator;
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use runware_ws::emulator::{FailMatch, FailRule, Fault, Latency, TaskStats};
+use runware_emulator::{FailMatch, FailRule, Fault, Latency, TaskStats};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -222,7 +222,7 @@ async fn nsfw_flags_results_until_disarmed() {
 }
 
 /// The HTTP status of a refused upgrade, or `None` when the upgrade succeeded.
-async fn upgrade_status(emu: &runware_ws::emulator::EmulatorHandle) -> Option<u16> {
+async fn upgrade_status(emu: &runware_emulator::EmulatorHandle) -> Option<u16> {
     match tokio_tungstenite::connect_async(emu.ws_url()).await {
         Ok(_) => None,
         Err(tungstenite::Error::Http(resp)) => Some(resp.status().as_u16()),

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use common::*;
 use image::ImageFormat;
-use runware_ws::emulator::Latency;
+use runware_emulator::Latency;
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! cancellation, deadlines, backpressure, auth and reachability.
 
 use futures::StreamExt;
-use runware_ws::emulator::{Emulator, EmulatorHandle, Fault, Latency};
+use runware_emulator::{Emulator, EmulatorHandle, Fault, Latency};
 use runware_ws::protocol::{DeliveryMethod, OutputType};
 use runware_ws::{Client, ClientError, ConnectionState, Keepalive, Kontext, KontextSize, ReconnectPolicy};
 use std::collections::HashSet;
@@ -116,7 +116,7 @@ async fn two_thousand_tasks_share_one_connection() {
     emu.shutdown().await;
 }
 
-async fn survives(fault: Fault, max_n: u32) -> (runware_ws::Metrics, runware_ws::emulator::Stats) {
+async fn survives(fault: Fault, max_n: u32) -> (runware_ws::Metrics, runware_emulator::Stats) {
     let emu = emulator(Latency::Range(Duration::from_millis(20), Duration::from_millis(300))).await;
     let c = client(&emu, 1024).await;
     let (emu_ref, c_ref) = (&emu, &c);

@@ -1,8 +1,8 @@
 //! The library's side of failures after acceptance: retry advice, partial results,
 //! raw tasks (async, result counts), lookups, and the reconnect delay it shows.
 
+use runware_emulator::{Emulator, EmulatorHandle, FailMatch, FailRule, Fault, Latency};
 use runware_ws::Lookup;
-use runware_ws::emulator::{Emulator, EmulatorHandle, FailMatch, FailRule, Fault, Latency};
 use runware_ws::protocol::{ClientTask, RawTask};
 use runware_ws::{Client, ClientError, ConnectionState, Kontext, KontextSize, ReconnectPolicy, RetryAdvice};
 use serde_json::json;

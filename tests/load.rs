@@ -2,7 +2,7 @@
 
 mod support;
 
-use runware_ws::emulator::{Emulator, Latency};
+use runware_emulator::{Emulator, Latency};
 use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

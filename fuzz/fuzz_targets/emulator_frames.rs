@@ -5,7 +5,7 @@
 
 use futures::{SinkExt, StreamExt};
 use libfuzzer_sys::fuzz_target;
-use runware_ws::emulator::{Emulator, EmulatorHandle, Latency};
+use runware_emulator::{Emulator, EmulatorHandle, Latency};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 use tokio::runtime::Runtime;

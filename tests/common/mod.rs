@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use futures::{SinkExt, StreamExt};
-use runware_ws::emulator::{Emulator, EmulatorBuilder, EmulatorHandle, Latency};
+use runware_emulator::{Emulator, EmulatorBuilder, EmulatorHandle, Latency};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::net::TcpStream;

@@ -1,0 +1,501 @@
+//! The command line, as clap sees it.
+
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use runware_ws::protocol::{DeliveryMethod, OutputFormat, OutputType};
+use std::path::PathBuf;
+use std::time::Duration;
+use uuid::Uuid;
+
+const ABOUT: &str = "Edit images with FLUX.1 Kontext [pro] over Runware's WebSocket API.";
+
+const AFTER_HELP: &str = "\
+Without RUNWARE_API_KEY (or --api-key) and without --url, commands that need the API
+run against an embedded Runware emulator on 127.0.0.1 (synthetic images).
+
+Exit codes: 0 all ok, 1 some tasks failed or are still pending, 2 usage or input
+errors, 3 authentication or connection failure, 4 the account cannot pay (insufficient
+credits or quota), 130 interrupted.";
+
+/// `runware`
+#[derive(Parser, Debug)]
+#[command(name = "runware", version, about = ABOUT, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Where to connect, given before the subcommand (the subcommand's own flags win).
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// More log output on stderr (repeat for more).
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// Only errors on stderr: no progress, no notices.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// The subcommand.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Every secret this run knows (API keys from flags and the environment, the
+    /// keys `serve` accepts), for the redaction of all output.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.api.api_key.iter().cloned().collect();
+        keys.extend(std::env::var("RUNWARE_API_KEY").ok());
+        match &self.command {
+            Command::Edit(a) => keys.extend(a.api.api_key.clone()),
+            Command::Batch(a) => keys.extend(a.api.api_key.clone()),
+            Command::Result(a) => keys.extend(a.api.api_key.clone()),
+            Command::Upload(a) => keys.extend(a.api.api_key.clone()),
+            Command::Ping(a) => keys.extend(a.api.api_key.clone()),
+            Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
+        }
+        keys
+    }
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Edit an image with one Kontext \[pro\] task and save the results.
+    Edit(EditArgs),
+    /// Run a JSONL file of tasks over one connection; resumable.
+    Batch(BatchArgs),
+    /// Fetch the results of a task by its taskUUID (getResponse) and save them.
+    Result(ResultArgs),
+    /// Upload an image (imageUpload); prints its imageUUID and imageURL.
+    Upload(UploadArgs),
+    /// Connect, authenticate and ping; prints round-trip times.
+    Ping(PingArgs),
+    /// Run the Runware emulator until Ctrl-C.
+    Serve(ServeArgs),
+}
+
+/// Where to connect and with which key.
+#[derive(Args, Debug, Clone, Default)]
+pub struct ApiArgs {
+    /// WebSocket URL of the Runware API [default: wss://ws-api.runware.ai/v1].
+    #[arg(long, env = "RUNWARE_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// Runware API key (never printed).
+    #[arg(long, env = "RUNWARE_API_KEY", hide_env_values = true, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Give up when no authenticated connection is made within this long.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub connect_timeout: Option<Duration>,
+}
+
+impl ApiArgs {
+    /// These flags, completed with those given before the subcommand.
+    pub fn or(&self, top: &ApiArgs) -> ApiArgs {
+        ApiArgs {
+            url: non_empty(self.url.clone()).or_else(|| non_empty(top.url.clone())),
+            api_key: non_empty(self.api_key.clone()).or_else(|| non_empty(top.api_key.clone())),
+            connect_timeout: self.connect_timeout.or(top.connect_timeout),
+        }
+    }
+}
+
+fn non_empty(s: Option<String>) -> Option<String> {
+    s.filter(|s| !s.trim().is_empty())
+}
+
+/// `outputFormat`
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FormatArg {
+    /// JPEG
+    #[value(alias = "jpeg")]
+    Jpg,
+    /// PNG
+    Png,
+    /// WebP
+    Webp,
+}
+
+impl From<FormatArg> for OutputFormat {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Jpg => OutputFormat::Jpg,
+            FormatArg::Png => OutputFormat::Png,
+            FormatArg::Webp => OutputFormat::Webp,
+        }
+    }
+}
+
+/// `outputType`
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputArg {
+    /// A URL the server hosts (downloaded into --out).
+    Url,
+    /// Base64 data in the reply.
+    Base64,
+    /// A data URI in the reply.
+    Datauri,
+}
+
+impl From<OutputArg> for OutputType {
+    fn from(o: OutputArg) -> Self {
+        match o {
+            OutputArg::Url => OutputType::Url,
+            OutputArg::Base64 => OutputType::Base64Data,
+            OutputArg::Datauri => OutputType::DataUri,
+        }
+    }
+}
+
+/// `runware edit`
+#[derive(Args, Debug, Clone)]
+pub struct EditArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// What to change (positivePrompt, 2–3000 characters).
+    #[arg(long, short = 'p')]
+    pub prompt: String,
+    /// A reference image: a local file, an http(s) URL, a data URI or an imageUUID (repeatable).
+    #[arg(long = "image", short = 'i', value_name = "PATH|URL|UUID")]
+    pub images: Vec<String>,
+    /// Output size, one of the nine Kontext sizes, e.g. 1248x832 [default: 1024x1024].
+    #[arg(long, value_name = "WxH", conflicts_with = "aspect")]
+    pub size: Option<String>,
+    /// Output aspect ratio: 21:9, 16:9, 4:3, 3:2, 1:1, 2:3, 3:4, 9:16, 9:21.
+    #[arg(long, value_name = "W:H")]
+    pub aspect: Option<String>,
+    /// Seed (0 to 9223372036854775807).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of images (numberResults, 1–20).
+    #[arg(long, short = 'n', value_name = "N")]
+    pub count: Option<u32>,
+    /// Image file format.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Output quality (20–99).
+    #[arg(long, value_name = "Q")]
+    pub quality: Option<u32>,
+    /// How the server returns images.
+    #[arg(long, value_enum)]
+    pub output: Option<OutputArg>,
+    /// Asynchronous delivery (deliveryMethod async; results are polled with getResponse).
+    #[arg(long = "async")]
+    pub async_delivery: bool,
+    /// webhookURL: the server POSTs each result there.
+    #[arg(long, value_name = "URL")]
+    pub webhook: Option<String>,
+    /// uploadEndpoint: the server PUTs each image there.
+    #[arg(long, value_name = "URL")]
+    pub upload_endpoint: Option<String>,
+    /// Seconds the image URLs stay up (≥ 60).
+    #[arg(long, value_name = "S")]
+    pub ttl: Option<u64>,
+    /// Ask for the cost of each image (includeCost).
+    #[arg(long)]
+    pub cost: bool,
+    /// providerSettings.bfl.promptUpsampling
+    #[arg(long)]
+    pub prompt_upsampling: bool,
+    /// providerSettings.bfl.safetyTolerance (0–6).
+    #[arg(long, value_name = "N")]
+    pub safety_tolerance: Option<u32>,
+    /// Use this taskUUID instead of a new one.
+    #[arg(long, value_name = "UUID")]
+    pub task_uuid: Option<Uuid>,
+    /// Directory for the images.
+    #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Do not download URL results; just print the URLs.
+    #[arg(long)]
+    pub no_download: bool,
+    /// Print the exact JSON frame that would be sent, and send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up on the task after this long.
+    #[arg(long, default_value = "5m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+impl EditArgs {
+    /// The delivery method asked for.
+    pub fn delivery(&self) -> Option<DeliveryMethod> {
+        self.async_delivery.then_some(DeliveryMethod::Async)
+    }
+}
+
+/// `runware batch`
+#[derive(Args, Debug, Clone)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The tasks: one JSON object per line, in the wire format's field names.
+    #[arg(value_name = "FILE.jsonl")]
+    pub file: PathBuf,
+    /// Most tasks in flight at once.
+    #[arg(long, short = 'c', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Directory for the images.
+    #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
+    pub out: PathBuf,
+    /// The results journal [default: FILE.results.jsonl beside the input, or
+    /// FILE.emulator.results.jsonl on the embedded emulator].
+    #[arg(long, value_name = "FILE")]
+    pub results: Option<PathBuf>,
+    /// Start a new journal (the old one is kept beside it as `FILE.<time>.old`).
+    #[arg(long)]
+    pub fresh: bool,
+    /// New attempts (under new taskUUIDs) for a line the server failed with a
+    /// retryable error: provider, server-side timeout, server error, rate limit.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
+    /// The wait before a line's first retry; doubled each time, ±50 % jitter, at most 1 min.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
+    /// Stop waiting for an unreachable server after this long [default: wait for ever].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub give_up_after: Option<Duration>,
+    /// Send again a task first sent longer ago than the server is known to remember
+    /// taskUUIDs, when the server no longer knows it (it may then run twice).
+    #[arg(long)]
+    pub resubmit_stale: bool,
+    /// Do not download URL results (base64 and data URI results are still written).
+    #[arg(long)]
+    pub no_download: bool,
+    /// Most downloads at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub downloads: u32,
+    /// On Ctrl-C, wait this long for the tasks in flight.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// Stop waiting for one attempt's results after this long; the task is then
+    /// recovered under the same taskUUID, never sent under a new one.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `runware result`
+#[derive(Args, Debug, Clone)]
+pub struct ResultArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// The task's taskUUID.
+    #[arg(value_name = "TASK_UUID")]
+    pub task_uuid: Uuid,
+    /// Wait for this many results (numberResults, or promptVersions). Without it,
+    /// every result the server has is returned.
+    #[arg(long, short = 'n', value_parser = clap::value_parser!(u32).range(1..=20))]
+    pub count: Option<u32>,
+    /// Directory for the images.
+    #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Do not download URL results; just print the URLs.
+    #[arg(long)]
+    pub no_download: bool,
+    /// Give up when the server has not answered (or, with --count, not every
+    /// result is there) after this long.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+}
+
+/// `runware upload`
+#[derive(Args, Debug, Clone)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// A local image file, an http(s) URL or a data URI.
+    #[arg(value_name = "PATH|URL")]
+    pub image: String,
+}
+
+/// `runware ping`
+#[derive(Args, Debug, Clone)]
+pub struct PingArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// How many pings to send after authenticating.
+    #[arg(long, short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub count: u32,
+}
+
+/// `runware serve`
+#[derive(Args, Debug, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    /// Port to listen on (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Accept this API key (repeatable) [default: test-key].
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// Task latency: a duration ("0", "300ms") or a range ("2s..5s").
+    #[arg(long, default_value = "2s..5s", value_parser = parse_latency)]
+    pub latency: LatencyArg,
+    /// Seed for the emulator's random numbers (seeds, latencies, UUIDs).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Drop every connection abruptly, this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drop_every: Option<Duration>,
+    /// Close every connection cleanly, this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub close_every: Option<Duration>,
+    /// Make every connection half-open (silent), this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub half_open_every: Option<Duration>,
+    /// Restart (forget sessions and drop connections), this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub restart_every: Option<Duration>,
+    /// Drop a connection in the middle of a multi-result task, this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub drop_mid_task_every: Option<Duration>,
+    /// Send stray errors (unknown or no taskUUID), this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub stray_error_every: Option<Duration>,
+    /// Send malformed frames, this often.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub garbage_every: Option<Duration>,
+    /// Send each of the next N result items twice.
+    #[arg(long, value_name = "N")]
+    pub duplicate_results: Option<u32>,
+    /// Refuse the next N WebSocket handshakes with HTTP 503.
+    #[arg(long, value_name = "N")]
+    pub refuse_handshakes: Option<u32>,
+    /// Refuse the next N authentications.
+    #[arg(long, value_name = "N")]
+    pub refuse_auth: Option<u32>,
+    /// The error code of injected task failures (with --fail-rate, --fail-prompt,
+    /// --fail-task or --fail-every).
+    #[arg(long, value_name = "CODE", default_value = "serviceUnavailable", value_parser = parse_fail_code)]
+    pub fail_code: String,
+    /// Fail each accepted task with probability P (0 to 1).
+    #[arg(
+        long,
+        value_name = "P",
+        group = "fail_match",
+        value_parser = parse_probability,
+        allow_negative_numbers = true
+    )]
+    pub fail_rate: Option<f64>,
+    /// Fail tasks whose prompt contains TEXT (with --fail-times N: the first N tasks of
+    /// each distinct prompt).
+    #[arg(long, value_name = "TEXT", group = "fail_match")]
+    pub fail_prompt: Option<String>,
+    /// Fail the task with this taskUUID.
+    #[arg(long, value_name = "UUID", group = "fail_match")]
+    pub fail_task: Option<Uuid>,
+    /// Fail every accepted task (with --fail-times N: the next N).
+    #[arg(long, group = "fail_match")]
+    pub fail_every: bool,
+    /// Fail at most N tasks (per distinct prompt with --fail-prompt).
+    #[arg(long, value_name = "N", requires = "fail_match")]
+    pub fail_times: Option<u32>,
+    /// Deliver K results of a failing task before its error.
+    #[arg(long, value_name = "K", requires = "fail_match")]
+    pub fail_after: Option<u32>,
+    /// Flag each image result NSFWContent:true with probability P (0 to 1).
+    #[arg(long, value_name = "P", value_parser = parse_probability, allow_negative_numbers = true)]
+    pub nsfw_rate: Option<f64>,
+    /// Start one outage (every connection dropped, upgrades refused with 503) this
+    /// long after start.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "outage_for")]
+    pub outage_after: Option<Duration>,
+    /// How long the outage of --outage-after lasts.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "outage_after")]
+    pub outage_for: Option<Duration>,
+    /// Render images at width/N × height/N (faster; the images are smaller than asked).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub render_divisor: Option<u32>,
+}
+
+/// `--latency` of `serve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LatencyArg {
+    /// Always this long.
+    Fixed(Duration),
+    /// Uniform in this range.
+    Range(Duration, Duration),
+}
+
+/// Parses `0`, `250ms`, `2s`, `1.5s`, `3m`, `1h`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (try 500ms, 10s, 2m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" | "sec" | "secs" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown unit {other:?} in {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses a probability: a number from 0 to 1.
+pub fn parse_probability(s: &str) -> Result<f64, String> {
+    let p: f64 = s.trim().parse().map_err(|_| format!("not a probability: {s:?} (a number from 0 to 1)"))?;
+    if !(0.0..=1.0).contains(&p) {
+        return Err(format!("probability out of range: {s:?} (must be from 0 to 1)"));
+    }
+    Ok(p)
+}
+
+/// Parses an error code: a non-empty word of ASCII letters and digits.
+pub fn parse_fail_code(s: &str) -> Result<String, String> {
+    let t = s.trim();
+    if t.is_empty() || !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!("not an error code: {s:?} (e.g. serviceUnavailable, timeoutProvider)"));
+    }
+    Ok(t.to_string())
+}
+
+/// Parses `0`, `5ms`, or `2s..5s`.
+pub fn parse_latency(s: &str) -> Result<LatencyArg, String> {
+    match s.split_once("..") {
+        Some((a, b)) => {
+            let (a, b) = (parse_duration(a)?, parse_duration(b)?);
+            if a > b {
+                return Err(format!("empty latency range {s:?}"));
+            }
+            Ok(LatencyArg::Range(a, b))
+        }
+        None => parse_duration(s).map(LatencyArg::Fixed),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_and_latencies_parse() {
+        assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_latency("2s..5s"), Ok(LatencyArg::Range(Duration::from_secs(2), Duration::from_secs(5))));
+        assert_eq!(parse_latency("0"), Ok(LatencyArg::Fixed(Duration::ZERO)));
+        assert!(parse_latency("5s..2s").is_err());
+    }
+
+    #[test]
+    fn api_flags_after_the_subcommand_win() {
+        let cli = Cli::try_parse_from(["runware", "--url", "ws://a/v1", "ping", "--url", "ws://b/v1"]).unwrap();
+        let Command::Ping(p) = cli.command else { panic!("ping") };
+        let merged = p.api.or(&cli.api);
+        assert_eq!(merged.url.as_deref(), Some("ws://b/v1"));
+    }
+}

@@ -1,0 +1,628 @@
+//! The results file of a batch, which is also its journal.
+//!
+//! One JSON object per line, appended as things happen; each has a `type`:
+//!
+//! - `header` — the first record: the batch id (made on the first run), the
+//!   endpoint the batch runs against (a URL, or `embedded emulator`) and the format
+//!   version. A run against another endpoint refuses to use this journal.
+//! - `attempt` — written and flushed **before** the attempt is sent: the line's
+//!   identity, the attempt number, its taskUUID, how many results it asks for and
+//!   with which seed, and when it was sent. A crash therefore never leaves an
+//!   attempt the journal does not know, and a re-run resends it under the same
+//!   taskUUID (the server answers `conflictTaskUUID` and its results are recovered).
+//! - `image` — every image as soon as it is saved, whatever happens to its task
+//!   later: paid images are never lost, and a re-run asks only for what is missing.
+//! - `attemptFailed` — the server reported that an attempt failed; the next attempt
+//!   runs under a new taskUUID.
+//! - `result` — the line's outcome: `ok` with every image (of every attempt), or
+//!   `error` with the server's code; `final: true` when running the line again as
+//!   it is cannot help. The fields are those of format 1's records (`line`,
+//!   `taskUUID`, `status`, `images`, `code`, `message`, `parameter`, `latencyMs`).
+//!
+//! Durability: records reach the operating system in bursts (one `write` per
+//! burst); `attempt` records are flushed before the attempt is sent. A crash of the
+//! process loses nothing that was acknowledged; the file is not `fsync`ed, so a
+//! power cut can lose the last records — the attempt rule still holds, because a
+//! lost attempt record is re-derived from the same (batch id, identity, attempt).
+//!
+//! Format 1 (no header, one record per finished task keyed by taskUUID) is still
+//! read: [`load`] reports it as [`Loaded::legacy`], and the batch converts it.
+
+use super::identity::LineKey;
+use crate::error::CliError;
+use runware_ws::client::ImageResult;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+/// The journal format this code writes.
+pub const FORMAT_VERSION: u32 = 2;
+/// The `endpoint` of a journal written against the embedded emulator.
+pub const EMBEDDED_ENDPOINT: &str = "embedded emulator";
+
+/// `ok` or `error`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every result arrived and was saved.
+    Ok,
+    /// The line or the task failed.
+    Error,
+}
+
+/// One image of a task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// `imageUUID`
+    #[serde(rename = "imageUUID")]
+    pub image_uuid: String,
+    /// `imageURL`, for URL results.
+    #[serde(rename = "imageURL", default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
+    /// Where the image was saved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The seed used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Cost in USD (with `includeCost`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+    /// The server flagged the image (`NSFWContent`).
+    #[serde(rename = "NSFWContent", default, skip_serializing_if = "Option::is_none")]
+    pub nsfw_content: Option<bool>,
+}
+
+impl ImageRecord {
+    /// The record of an image saved at `path` (if it was).
+    pub fn new(img: &ImageResult, path: Option<&Path>) -> ImageRecord {
+        ImageRecord {
+            image_uuid: img.image_uuid.to_string(),
+            image_url: img.item.image_url.as_ref().map(|u| u.to_string()),
+            path: path.map(|p| p.display().to_string()),
+            seed: img.seed,
+            cost: img.cost,
+            nsfw_content: img.nsfw_content,
+        }
+    }
+}
+
+/// The first record.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Header {
+    /// The format version ([`FORMAT_VERSION`]).
+    pub version: u32,
+    /// Made on the first run; part of every derived taskUUID.
+    pub batch_id: Uuid,
+    /// The URL, or [`EMBEDDED_ENDPOINT`].
+    pub endpoint: String,
+    /// When the batch was created (Unix milliseconds).
+    pub created_at_ms: u64,
+}
+
+/// An attempt, journaled before it is sent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptRecord {
+    /// The line's identity.
+    pub key: LineKey,
+    /// The line number when it was sent (for people; identity is `key`).
+    pub line: usize,
+    /// 1-based.
+    pub attempt: u32,
+    /// The attempt's taskUUID.
+    #[serde(rename = "taskUUID")]
+    pub task_uuid: Uuid,
+    /// Results the attempt asks for.
+    pub number_results: u32,
+    /// The attempt's seed, when the line sets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// When it was first sent (Unix milliseconds).
+    pub sent_at_ms: u64,
+}
+
+/// An image, journaled as soon as it is saved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageEntry {
+    /// The line's identity.
+    pub key: LineKey,
+    /// The line number.
+    pub line: usize,
+    /// The attempt that produced it.
+    pub attempt: u32,
+    /// The attempt's taskUUID.
+    #[serde(rename = "taskUUID")]
+    pub task_uuid: Uuid,
+    /// The image.
+    #[serde(flatten)]
+    pub image: ImageRecord,
+}
+
+/// The server reported that an attempt failed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptFailed {
+    /// The line's identity.
+    pub key: LineKey,
+    /// The line number.
+    pub line: usize,
+    /// The attempt.
+    pub attempt: u32,
+    /// Its taskUUID.
+    #[serde(rename = "taskUUID")]
+    pub task_uuid: Uuid,
+    /// The server's code.
+    pub code: String,
+    /// The server's message.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// A line's outcome (format 1's record, with the line's identity).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The line's identity (absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<LineKey>,
+    /// The input line number (1-based).
+    pub line: usize,
+    /// The taskUUID of the last attempt.
+    #[serde(rename = "taskUUID")]
+    pub task_uuid: Uuid,
+    /// `ok` or `error`.
+    pub status: Status,
+    /// Attempts made (absent in format 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Every image of the line, over all its attempts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<ImageRecord>,
+    /// Result items of other task types, as received.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub results: Vec<serde_json::Value>,
+    /// The error code (the server's, or `invalidJson` / `invalidParameter` / … for bad lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// The error message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The parameter at fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<String>,
+    /// From the first submission in this run to the last result.
+    #[serde(rename = "latencyMs", default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
+    /// True when running the line again as it is cannot help (bad input, refused
+    /// content): a resumed batch skips it.
+    #[serde(rename = "final", default, skip_serializing_if = "std::ops::Not::not")]
+    pub is_final: bool,
+}
+
+impl Record {
+    /// An `ok` record.
+    pub fn ok(key: LineKey, line: usize, task_uuid: Uuid) -> Record {
+        Record {
+            key: Some(key),
+            line,
+            task_uuid,
+            status: Status::Ok,
+            attempts: None,
+            images: Vec::new(),
+            results: Vec::new(),
+            code: None,
+            message: None,
+            parameter: None,
+            latency_ms: None,
+            is_final: false,
+        }
+    }
+
+    /// An `error` record.
+    pub fn error(
+        key: LineKey,
+        line: usize,
+        task_uuid: Uuid,
+        code: impl Into<String>,
+        message: impl Into<String>,
+        parameter: Option<String>,
+        is_final: bool,
+    ) -> Record {
+        Record {
+            status: Status::Error,
+            code: Some(code.into()),
+            message: Some(message.into()),
+            parameter,
+            is_final,
+            ..Record::ok(key, line, task_uuid)
+        }
+    }
+
+    /// True when a resumed batch must not run this line again.
+    pub fn is_done(&self) -> bool {
+        self.status == Status::Ok || self.is_final
+    }
+}
+
+/// One journal line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+pub enum Entry {
+    /// The first record.
+    Header(Header),
+    /// An attempt about to be sent.
+    Attempt(AttemptRecord),
+    /// An image saved.
+    Image(ImageEntry),
+    /// An attempt the server failed.
+    AttemptFailed(AttemptFailed),
+    /// A line's outcome.
+    Result(Record),
+}
+
+/// What the journal says of one line.
+#[derive(Clone, Debug, Default)]
+pub struct LineState {
+    /// Its latest attempt.
+    pub attempt: Option<AttemptRecord>,
+    /// The attempt numbers the server reported failed.
+    pub failed: Vec<u32>,
+    /// Its images, over all attempts, each once.
+    pub images: Vec<ImageRecord>,
+    /// Its latest outcome.
+    pub result: Option<Record>,
+}
+
+impl LineState {
+    /// The latest attempt, when its outcome is not known (sent, and neither failed
+    /// nor finished): a run resends it under the same taskUUID.
+    pub fn open_attempt(&self) -> Option<&AttemptRecord> {
+        self.attempt.as_ref().filter(|a| !self.failed.contains(&a.attempt))
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Attempt(a) => {
+                // A newer attempt supersedes the outcome of an earlier run.
+                if self.attempt.as_ref().is_none_or(|old| a.attempt >= old.attempt) {
+                    self.attempt = Some(a);
+                }
+                if self.result.as_ref().is_some_and(|r| !r.is_done()) {
+                    self.result = None;
+                }
+            }
+            Entry::Image(i) => {
+                if !self.images.iter().any(|have| have.image_uuid == i.image.image_uuid) {
+                    self.images.push(i.image);
+                }
+            }
+            Entry::AttemptFailed(f) => {
+                if !self.failed.contains(&f.attempt) {
+                    self.failed.push(f.attempt);
+                }
+            }
+            Entry::Result(r) => {
+                for img in &r.images {
+                    if !self.images.iter().any(|have| have.image_uuid == img.image_uuid) {
+                        self.images.push(img.clone());
+                    }
+                }
+                self.result = Some(r);
+            }
+            Entry::Header(_) => {}
+        }
+    }
+}
+
+/// What an earlier run left in the journal.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// The header; `None` for an empty journal or one in format 1.
+    pub header: Option<Header>,
+    /// Line identity → state.
+    pub lines: HashMap<LineKey, LineState>,
+    /// Format-1 records (journals without a header): taskUUID → latest record.
+    pub legacy: HashMap<Uuid, Record>,
+    /// Lines that could not be read (a write cut short by a crash).
+    pub unreadable: usize,
+}
+
+impl Loaded {
+    /// True when the file held nothing.
+    pub fn is_empty(&self) -> bool {
+        self.header.is_none() && self.lines.is_empty() && self.legacy.is_empty()
+    }
+
+    /// The state of line `key` (empty when the journal does not know it).
+    pub fn line(&self, key: &str) -> Option<&LineState> {
+        self.lines.get(key)
+    }
+}
+
+/// Reads a journal (blocking). A missing file is an empty journal.
+pub fn load(path: &Path) -> Result<Loaded, CliError> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
+        Err(source) => return Err(CliError::Read { path: path.to_path_buf(), source }),
+    };
+    let mut loaded = Loaded::default();
+    let mut reader = std::io::BufReader::new(file);
+    let mut buf = String::new();
+    loop {
+        buf.clear();
+        match reader.read_line(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(source) => return Err(CliError::Read { path: path.to_path_buf(), source }),
+        }
+        let text = buf.trim();
+        if text.is_empty() {
+            continue;
+        }
+        if text.contains("\"type\"")
+            && let Ok(entry) = serde_json::from_str::<Entry>(text)
+        {
+            match entry {
+                Entry::Header(h) => {
+                    if loaded.header.is_none() {
+                        loaded.header = Some(h);
+                    }
+                }
+                other => {
+                    let key = match &other {
+                        Entry::Attempt(a) => Some(a.key.clone()),
+                        Entry::Image(i) => Some(i.key.clone()),
+                        Entry::AttemptFailed(f) => Some(f.key.clone()),
+                        Entry::Result(r) => r.key.clone(),
+                        Entry::Header(_) => None,
+                    };
+                    match key {
+                        Some(k) => loaded.lines.entry(k).or_default().apply(other),
+                        None => loaded.unreadable += 1,
+                    }
+                }
+            }
+            continue;
+        }
+        match serde_json::from_str::<Record>(text) {
+            Ok(r) => {
+                loaded.legacy.insert(r.task_uuid, r);
+            }
+            Err(_) => loaded.unreadable += 1,
+        }
+    }
+    Ok(loaded)
+}
+
+/// An entry for the writer, with an optional acknowledgement once it is flushed.
+type Queued = (Entry, Option<oneshot::Sender<()>>);
+
+/// Appends entries to the journal from a blocking thread, one write per burst.
+pub struct Writer {
+    tx: mpsc::Sender<Queued>,
+    handle: tokio::task::JoinHandle<Result<u64, CliError>>,
+}
+
+/// A handle to queue entries; clone freely.
+#[derive(Clone, Debug)]
+pub struct Sender {
+    tx: mpsc::Sender<Queued>,
+}
+
+/// The journal writer is gone (it failed, or the run is over).
+#[derive(Debug, thiserror::Error)]
+#[error("the journal is closed")]
+pub struct Closed;
+
+impl Sender {
+    /// Queues an entry.
+    pub async fn send(&self, entry: Entry) -> Result<(), Closed> {
+        self.tx.send((entry, None)).await.map_err(|_| Closed)
+    }
+
+    /// Queues an entry and waits until it has been written and flushed.
+    pub async fn send_flushed(&self, entry: Entry) -> Result<(), Closed> {
+        let (ack, done) = oneshot::channel();
+        self.tx.send((entry, Some(ack))).await.map_err(|_| Closed)?;
+        done.await.map_err(|_| Closed)
+    }
+}
+
+impl Writer {
+    /// Opens `path` for appending (creating it and its directory). A last line cut
+    /// short by a crash is ended first, so that new records start on their own line.
+    pub async fn open(path: PathBuf) -> Result<Writer, CliError> {
+        let (tx, mut rx) = mpsc::channel::<Queued>(1024);
+        let file = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || open_append(&path))
+                .await
+                .map_err(|e| CliError::Other(format!("opening the journal failed: {e}")))??
+        };
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
+            let mut written = 0u64;
+            let fail = |source| CliError::Write { path: path.clone(), source };
+            let mut acks = Vec::new();
+            while let Some(first) = rx.blocking_recv() {
+                let mut next = Some(first);
+                while let Some((entry, ack)) = next {
+                    serde_json::to_writer(&mut out, &entry)
+                        .map_err(|e| CliError::Other(format!("cannot encode a journal record: {e}")))?;
+                    out.write_all(b"\n").map_err(fail)?;
+                    written += 1;
+                    acks.extend(ack);
+                    next = rx.try_recv().ok();
+                }
+                out.flush().map_err(fail)?;
+                for ack in acks.drain(..) {
+                    let _ = ack.send(());
+                }
+            }
+            out.flush().map_err(fail)?;
+            Ok(written)
+        });
+        Ok(Writer { tx, handle })
+    }
+
+    /// A sender for entries.
+    pub fn sender(&self) -> Sender {
+        Sender { tx: self.tx.clone() }
+    }
+
+    /// Writes what is queued, flushes and closes. Returns the entries written.
+    pub async fn finish(self) -> Result<u64, CliError> {
+        drop(self.tx);
+        self.handle.await.map_err(|e| CliError::Other(format!("the journal writer failed: {e}")))?
+    }
+}
+
+/// Replaces the journal at `path` with `entries` (write a temporary file, rename):
+/// how a format-1 journal becomes a format-2 one.
+pub fn rewrite(path: &Path, entries: &[Entry]) -> Result<(), CliError> {
+    let fail = |source| CliError::Write { path: path.to_path_buf(), source };
+    let tmp = path.with_extension(format!("rewrite-{:08x}.tmp", fastrand::u32(..)));
+    let mut text = Vec::with_capacity(entries.len() * 200);
+    for e in entries {
+        serde_json::to_writer(&mut text, e)
+            .map_err(|e| CliError::Other(format!("cannot encode a journal record: {e}")))?;
+        text.push(b'\n');
+    }
+    let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(source) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(fail(source));
+    }
+    Ok(())
+}
+
+fn open_append(path: &Path) -> Result<std::fs::File, CliError> {
+    let fail = |source| CliError::Write { path: path.to_path_buf(), source };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(fail)?;
+    }
+    let needs_newline = last_byte(path).is_some_and(|b| b != b'\n');
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(fail)?;
+    if needs_newline {
+        file.write_all(b"\n").map_err(fail)?;
+    }
+    Ok(file)
+}
+
+fn last_byte(path: &Path) -> Option<u8> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::End(-1)).ok()?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).ok()?;
+    Some(b[0])
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(key: &str, n: u32) -> Entry {
+        Entry::Attempt(AttemptRecord {
+            key: key.into(),
+            line: 1,
+            attempt: n,
+            task_uuid: Uuid::new_v4(),
+            number_results: 2,
+            seed: None,
+            sent_at_ms: 0,
+        })
+    }
+
+    fn image(key: &str, uuid: &str) -> Entry {
+        Entry::Image(ImageEntry {
+            key: key.into(),
+            line: 1,
+            attempt: 1,
+            task_uuid: Uuid::new_v4(),
+            image: ImageRecord {
+                image_uuid: uuid.into(),
+                image_url: None,
+                path: None,
+                seed: None,
+                cost: None,
+                nsfw_content: None,
+            },
+        })
+    }
+
+    #[test]
+    fn states_fold_attempts_images_failures_and_outcomes_and_torn_lines_are_tolerated() {
+        let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        let header = Entry::Header(Header {
+            version: FORMAT_VERSION,
+            batch_id: Uuid::new_v4(),
+            endpoint: EMBEDDED_ENDPOINT.into(),
+            created_at_ms: 1,
+        });
+        let a1 = attempt("id:a", 1);
+        let failed = Entry::AttemptFailed(AttemptFailed {
+            key: "id:a".into(),
+            line: 1,
+            attempt: 1,
+            task_uuid: Uuid::new_v4(),
+            code: "timeoutProvider".into(),
+            message: String::new(),
+        });
+        let a2 = attempt("id:a", 2);
+        let lines = [header, a1, image("id:a", "i1"), image("id:a", "i1"), failed, a2, attempt("id:b", 1)];
+        let mut text: String = lines.iter().map(|e| serde_json::to_string(e).unwrap() + "\n").collect();
+        text.push_str("{\"type\":\"image\",\"key\":\"id:");
+        std::fs::write(&path, text).unwrap();
+
+        let loaded = load(&path).unwrap();
+        assert_eq!(loaded.header.as_ref().map(|h| h.endpoint.as_str()), Some(EMBEDDED_ENDPOINT));
+        let a = loaded.line("id:a").unwrap();
+        assert_eq!(a.images.len(), 1, "an image is counted once");
+        assert_eq!(a.failed, vec![1]);
+        assert_eq!(a.open_attempt().map(|x| x.attempt), Some(2));
+        assert!(!a.result.as_ref().is_some_and(Record::is_done));
+        assert_eq!(loaded.unreadable, 1);
+
+        // Appending after a torn line starts a fresh line; an outcome ends the line.
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let w = Writer::open(path.clone()).await.unwrap();
+            let done = Record::ok("id:b".into(), 2, Uuid::new_v4());
+            w.sender().send_flushed(Entry::Result(done)).await.unwrap();
+            assert_eq!(w.finish().await.unwrap(), 1);
+        });
+        let loaded = load(&path).unwrap();
+        assert!(loaded.line("id:b").unwrap().result.as_ref().is_some_and(Record::is_done));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn format_one_records_are_read_as_legacy() {
+        let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        let u = Uuid::new_v4();
+        std::fs::write(&path, format!("{{\"line\":3,\"taskUUID\":\"{u}\",\"status\":\"ok\"}}\n")).unwrap();
+        let loaded = load(&path).unwrap();
+        assert!(loaded.header.is_none());
+        assert!(loaded.legacy.get(&u).is_some_and(Record::is_done));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

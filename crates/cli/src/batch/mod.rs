@@ -1,0 +1,527 @@
+//! `runware batch FILE.jsonl`: every line a task, all over one connection with at
+//! most C in flight, every attempt and image journaled as it happens, resumable
+//! after a crash, an outage of any length, or an edit of the input.
+//!
+//! ```text
+//!  reader (blocking thread) ──bounded──► submit loop ──► one task per line (≤ 2C alive)
+//!   identity · parse · validate · skip done              │  throttle (≤ C, follows rate limits)
+//!                                                        ▼
+//!                       attempts: journal attempt → send → save + journal each image
+//!                                 → result │ server failure: new attempt │ unknown: recover
+//!                                                        │
+//!                          journal writer ◄──────────────┘ (one write per burst)
+//!   outage watcher (connection state → progress, --give-up-after)     progress (stderr)
+//! ```
+//!
+//! Modules: `identity` (who a line is, its attempts' taskUUIDs), `journal` (the
+//! results file), `reader` (input lines → jobs), `attempts` (one line's run),
+//! `throttle` (the adaptive in-flight cap), `summary`.
+
+mod attempts;
+pub mod identity;
+pub mod journal;
+mod reader;
+mod summary;
+mod throttle;
+
+use super::args::{ApiArgs, BatchArgs};
+use super::download::Saver;
+use super::embedded::{self, Endpoint};
+use super::error::CliError;
+use super::output::{Output, human_duration};
+use super::progress::{Outage, Progress};
+use super::{EXIT_ACCOUNT, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use attempts::Outcome;
+use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
+use reader::Item;
+use runware_ws::client::{Client, ClientError, ConnectionState, ReconnectPolicy};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use summary::Summary;
+use throttle::Throttle;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use uuid::Uuid;
+
+/// Lines parsed ahead of submission.
+const READ_AHEAD: usize = 64;
+/// How long the server is trusted to remember a taskUUID it was sent: the
+/// protocol's `getResponse` retention (at least one hour). A line whose open
+/// attempt was sent longer ago is checked with `getResponse` before it is resent.
+pub const TASK_RETENTION: Duration = Duration::from_secs(3600);
+
+/// Why the batch stops early.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// It does not.
+    No,
+    /// Ctrl-C.
+    Interrupted,
+    /// The connection is gone for good (refused key, bad configuration).
+    Fatal(String),
+    /// The account cannot pay for more work (credits, quota).
+    Account(String),
+    /// The server was unreachable for longer than `--give-up-after`.
+    GaveUp(String),
+    /// The journal cannot be written: running on would lose the record of what ran.
+    Journal,
+}
+
+/// Everything a line's run needs.
+pub struct Ctx {
+    client: Client,
+    saver: Saver,
+    out_dir: PathBuf,
+    journal: journal::Sender,
+    progress: Arc<Progress>,
+    stop: watch::Sender<Stop>,
+    throttle: Throttle,
+    batch_id: Uuid,
+    retries: u32,
+    retry_backoff: Duration,
+    resubmit_stale: bool,
+    url: String,
+}
+
+impl Ctx {
+    /// True once the batch is stopping.
+    fn stopping(&self) -> bool {
+        *self.stop.borrow() != Stop::No
+    }
+
+    /// Resolves when the batch starts stopping.
+    async fn stopped(&self) {
+        let mut rx = self.stop.subscribe();
+        let _ = rx.wait_for(|s| *s != Stop::No).await;
+    }
+
+    /// Stops the batch (the first reason wins).
+    fn stop(&self, why: Stop) {
+        self.stop.send_if_modified(|s| {
+            let first = *s == Stop::No;
+            if first {
+                *s = why;
+            }
+            first
+        });
+    }
+
+    /// Stops the batch for a refused key or an account that cannot pay.
+    fn stop_for_account(&self, e: &ClientError) {
+        match e {
+            ClientError::Auth(_) => self.stop(Stop::Fatal(CliError::from_client(e.clone(), &self.url).to_string())),
+            other => self.stop(Stop::Account(other.to_string())),
+        }
+    }
+}
+
+pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliError> {
+    let canonical = tokio::fs::canonicalize(&args.file)
+        .await
+        .map_err(|source| CliError::Read { path: args.file.clone(), source })?;
+    let base_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let endpoint_id = embedded::endpoint_id(&api);
+    let results_path =
+        args.results.clone().unwrap_or_else(|| default_results_path(&args.file, embedded::is_embedded(&api)));
+    if args.fresh {
+        set_aside(&results_path, out).await?;
+    }
+    let loaded = {
+        let p = results_path.clone();
+        blocking(move || journal::load(&p)).await?
+    };
+    if loaded.unreadable > 0 {
+        out.notice(&format!(
+            "{}: {} unreadable line(s) ignored (a write cut short?)",
+            results_path.display(),
+            loaded.unreadable
+        ));
+    }
+    let (header, loaded, new_journal) = open_journal(loaded, &endpoint_id, &results_path, &canonical, out).await?;
+    let loaded = Arc::new(loaded);
+    let survey = {
+        let (path, loaded) = (canonical.clone(), loaded.clone());
+        blocking(move || reader::survey(&path, &loaded)).await?
+    };
+    let (to_run, already_done) = (survey.to_run, survey.done_ok + survey.done_failed);
+    if already_done > 0 {
+        out.notice(&format!(
+            "Resuming: {already_done} line(s) already done per {}; {to_run} to run",
+            results_path.display()
+        ));
+    }
+    if to_run == 0 {
+        // Nothing to send: no connection, no emulator.
+        let summary = Summary {
+            skipped_ok: survey.done_ok,
+            skipped_failed: survey.done_failed,
+            ..Summary::empty(&args, &results_path)
+        };
+        summary::print(out, &summary);
+        return Ok(if survey.done_failed > 0 { EXIT_FAILED } else { EXIT_OK });
+    }
+
+    tokio::fs::create_dir_all(&args.out).await.map_err(|source| CliError::Write { path: args.out.clone(), source })?;
+    let endpoint = Endpoint::resolve(&api, out).await?;
+    let concurrency = args.concurrency as usize;
+    // A batch waits out an outage of any length (bounded by --give-up-after).
+    let reconnect = ReconnectPolicy { max_attempts: None, max_delay: Duration::from_secs(5), ..Default::default() };
+    let client = match endpoint
+        .connect(|b| {
+            b.max_in_flight(concurrency).task_timeout(args.timeout).max_tasks_per_frame(32).reconnect(reconnect)
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            endpoint.shutdown().await;
+            return Err(e);
+        }
+    };
+    let plan = Plan { canonical, base_dir, results_path, loaded, header, new_journal, to_run };
+    let result = execute(&client, &endpoint, &args, out, plan).await;
+    client.close(Duration::from_secs(1)).await;
+    endpoint.shutdown().await;
+    result
+}
+
+/// What the run works from.
+struct Plan {
+    canonical: PathBuf,
+    base_dir: PathBuf,
+    results_path: PathBuf,
+    loaded: Arc<Loaded>,
+    header: Header,
+    new_journal: bool,
+    to_run: u64,
+}
+
+/// The journal's header (made for a new journal), after checking that it belongs
+/// to this endpoint; a format-1 journal is converted first.
+async fn open_journal(
+    loaded: Loaded,
+    endpoint_id: &str,
+    results_path: &Path,
+    canonical: &Path,
+    out: &Output,
+) -> Result<(Header, Loaded, bool), CliError> {
+    let mismatch = |old: &str| {
+        CliError::Usage(format!(
+            "{} belongs to a batch run against {old}, and this run is against {endpoint_id}: \
+             the two must not mix (the journal would skip lines the other server never ran). \
+             Use --results OTHER.jsonl for a journal of this endpoint's own, or --fresh to start over \
+             (the old journal is kept beside it).",
+            results_path.display()
+        ))
+    };
+    if let Some(h) = &loaded.header {
+        if h.version > FORMAT_VERSION {
+            return Err(CliError::Usage(format!(
+                "{} was written by a newer runware (journal format {}; this one reads up to {FORMAT_VERSION})",
+                results_path.display(),
+                h.version
+            )));
+        }
+        if h.endpoint != endpoint_id {
+            return Err(mismatch(&h.endpoint));
+        }
+        let h = h.clone();
+        return Ok((h, loaded, false));
+    }
+    let header = Header {
+        version: FORMAT_VERSION,
+        batch_id: Uuid::new_v4(),
+        endpoint: endpoint_id.to_string(),
+        created_at_ms: journal::now_ms(),
+    };
+    if loaded.is_empty() {
+        return Ok((header, loaded, true));
+    }
+    if loaded.legacy.is_empty() {
+        // Records of this format but no header: the first line was cut short.
+        return Err(CliError::Usage(format!(
+            "{} has records but no header line: it cannot be resumed safely; \
+             use --results OTHER.jsonl, or --fresh to start over (the old journal is kept beside it)",
+            results_path.display()
+        )));
+    }
+    if endpoint_id != EMBEDDED_ENDPOINT && reader::legacy_looks_embedded(&loaded) {
+        return Err(mismatch("the embedded emulator (its images were served from a loopback address)"));
+    }
+    // Format 1: carry it over, keeping a copy of the original.
+    let entries = {
+        let (input, results) = (canonical.to_path_buf(), results_path.to_path_buf());
+        let loaded = Arc::new(loaded);
+        let header = header.clone();
+        blocking(move || {
+            let mut entries = vec![Entry::Header(header)];
+            entries.extend(reader::convert_legacy(&input, &input.display().to_string(), &loaded)?);
+            let backup = results.with_extension("jsonl.v1");
+            std::fs::copy(&results, &backup).map_err(|source| CliError::Write { path: backup, source })?;
+            journal::rewrite(&results, &entries)?;
+            Ok(entries)
+        })
+        .await?
+    };
+    out.notice(&format!(
+        "{}: converted from journal format 1 ({} records; the original is kept as {})",
+        results_path.display(),
+        entries.len() - 1,
+        results_path.with_extension("jsonl.v1").display()
+    ));
+    let p = results_path.to_path_buf();
+    let loaded = blocking(move || journal::load(&p)).await?;
+    Ok((header, loaded, false))
+}
+
+/// `--fresh`: the old journal moves aside (nothing paid for is ever deleted).
+async fn set_aside(results_path: &Path, out: &Output) -> Result<(), CliError> {
+    if tokio::fs::metadata(results_path).await.is_err() {
+        return Ok(());
+    }
+    let aside = results_path.with_extension(format!("jsonl.{}.old", journal::now_ms() / 1000));
+    tokio::fs::rename(results_path, &aside).await.map_err(|source| CliError::Write { path: aside.clone(), source })?;
+    out.notice(&format!("--fresh: the old journal is now {}", aside.display()));
+    Ok(())
+}
+
+async fn execute(
+    client: &Client,
+    endpoint: &Endpoint,
+    args: &BatchArgs,
+    out: &Output,
+    plan: Plan,
+) -> Result<u8, CliError> {
+    // Ctrl-C is ours from here on: stop submitting, let attempts in flight finish.
+    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    let journal = journal::Writer::open(plan.results_path.clone()).await?;
+    if plan.new_journal {
+        journal.sender().send_flushed(Entry::Header(plan.header.clone())).await.map_err(|_| CliError::Write {
+            path: plan.results_path.clone(),
+            source: std::io::Error::other("the journal closed"),
+        })?;
+    }
+    let progress = Arc::new(Progress::new(plan.to_run, out.quiet));
+    let concurrency = args.concurrency as usize;
+    progress.set_cap(concurrency, concurrency);
+    let (stop_tx, mut stop_rx) = watch::channel(Stop::No);
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        saver: Saver::new(args.downloads as usize, !args.no_download)?,
+        out_dir: args.out.clone(),
+        journal: journal.sender(),
+        progress: progress.clone(),
+        stop: stop_tx,
+        throttle: Throttle::new(concurrency),
+        batch_id: plan.header.batch_id,
+        retries: args.retries,
+        retry_backoff: args.retry_backoff,
+        resubmit_stale: args.resubmit_stale,
+        url: endpoint.url.clone(),
+    });
+    let display_stop = Arc::new(tokio::sync::Notify::new());
+    let display = {
+        let (p, s) = (progress.clone(), display_stop.clone());
+        tokio::spawn(async move { p.run_display(&s).await })
+    };
+    let watcher = tokio::spawn(watch_outages(ctx.clone(), args.give_up_after));
+
+    let (tx, mut rx) = mpsc::channel::<Item>(READ_AHEAD);
+    let reader = {
+        let (path, base_dir, loaded, batch_id) =
+            (plan.canonical.clone(), plan.base_dir.clone(), plan.loaded.clone(), plan.header.batch_id);
+        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, tx))
+    };
+
+    // Lines alive at once: those in flight (≤ C) plus those saving, backing off or
+    // waiting for the connection.
+    let alive = Arc::new(Semaphore::new(concurrency * 2));
+    let mut running: JoinSet<Outcome> = JoinSet::new();
+    let (mut skipped_ok, mut skipped_failed) = (0u64, 0u64);
+
+    'submit: loop {
+        let item = tokio::select! {
+            biased;
+            _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+            _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
+            Some(_) = running.join_next(), if !running.is_empty() => continue 'submit,
+            item = rx.recv() => match item { Some(i) => i, None => break 'submit },
+        };
+        match item {
+            Item::Skip { ok: true } => skipped_ok += 1,
+            Item::Skip { ok: false } => skipped_failed += 1,
+            Item::Invalid { line, key, task_uuid, error } => {
+                progress.println(&format!("error: {}", error.describe(line)));
+                progress.rejected();
+                let record = Record::error(key, line, task_uuid, error.code, error.message, error.parameter, true);
+                if ctx.journal.send(Entry::Result(record)).await.is_err() {
+                    ctx.stop(Stop::Journal);
+                }
+            }
+            Item::Run(job) => {
+                let permit = tokio::select! {
+                    biased;
+                    _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+                    _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
+                    p = alive.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'submit },
+                };
+                let ctx = ctx.clone();
+                running.spawn(async move {
+                    let outcome = attempts::run_line(&ctx, *job).await;
+                    drop(permit);
+                    outcome
+                });
+            }
+        }
+    }
+    drop(rx); // the reader stops at its next line
+
+    let stop = stop_rx.borrow().clone();
+    let in_flight = running.len();
+    match &stop {
+        Stop::Interrupted if in_flight > 0 => {
+            progress.println(&format!(
+                "Interrupted: waiting up to {} for {in_flight} line(s) in flight (Ctrl-C again to stop now)",
+                human_duration(args.grace)
+            ));
+            let drain = async { while running.join_next().await.is_some() {} };
+            tokio::select! {
+                _ = tokio::time::timeout(args.grace, drain) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Stop::Interrupted => progress.println("Interrupted."),
+        // Nothing to wait for: the server is gone, or the journal is.
+        Stop::GaveUp(_) | Stop::Journal => {}
+        // Every line was read, or the account stopped the batch: let every line end.
+        Stop::No | Stop::Fatal(_) | Stop::Account(_) => while running.join_next().await.is_some() {},
+    }
+    // Lines still running now are cancelled locally; their attempts stay open in
+    // the journal and a later run recovers them under the same taskUUIDs.
+    let not_finished = running.len() as u64;
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    for _ in 0..not_finished {
+        progress.line_pending();
+    }
+
+    let read_result = reader.await.map_err(|e| CliError::Other(format!("the reader failed: {e}")))?;
+    watcher.abort();
+    display_stop.notify_one();
+    let _ = display.await;
+    progress.clear();
+    drop(ctx);
+    let written = journal.finish().await;
+
+    let summary = Summary::of_run(args, &plan.results_path, &progress, skipped_ok, skipped_failed, client, &stop);
+    summary::print(out, &summary);
+
+    written?;
+    let code = match &stop {
+        Stop::Fatal(reason) | Stop::GaveUp(reason) => {
+            out.error(reason);
+            EXIT_CONNECTION
+        }
+        Stop::Account(reason) => {
+            out.error(&format!(
+                "{reason}\nThe account cannot pay for more work: add credits (or raise the quota), then run the \
+                 same command again — the {} line(s) not done are still pending in the journal.",
+                summary.pending
+            ));
+            EXIT_ACCOUNT
+        }
+        Stop::Journal => {
+            out.error(&format!("the journal {} cannot be written: stopped", plan.results_path.display()));
+            EXIT_FAILED
+        }
+        Stop::Interrupted => EXIT_INTERRUPTED,
+        Stop::No => {
+            if summary.failed > 0 || summary.skipped_failed > 0 || summary.pending > 0 {
+                EXIT_FAILED
+            } else {
+                EXIT_OK
+            }
+        }
+    };
+    if let Err(e) = read_result {
+        out.error(&e.to_string());
+        return Ok(EXIT_USAGE);
+    }
+    Ok(code)
+}
+
+/// Follows the connection: shows an outage on the progress line, and stops the
+/// batch when it lasts longer than `give_up_after`.
+async fn watch_outages(ctx: Arc<Ctx>, give_up_after: Option<Duration>) {
+    let mut rx = ctx.client.state();
+    let mut since: Option<std::time::Instant> = None;
+    loop {
+        let state = rx.borrow_and_update().clone();
+        match &state {
+            ConnectionState::Connected { .. } => {
+                since = None;
+                ctx.progress.set_outage(None);
+            }
+            ConnectionState::Reconnecting { attempt, retry_in, .. } => {
+                let start = *since.get_or_insert_with(std::time::Instant::now);
+                let next_at = Some(std::time::Instant::now() + *retry_in);
+                ctx.progress.set_outage(Some(Outage { since: start, attempt: *attempt, next_at }));
+            }
+            ConnectionState::Connecting | ConnectionState::Disconnected { .. } => {
+                let start = *since.get_or_insert_with(std::time::Instant::now);
+                ctx.progress.set_outage(Some(Outage { since: start, attempt: 0, next_at: None }));
+            }
+            ConnectionState::Closed => return,
+        }
+        let deadline = match (since, give_up_after) {
+            (Some(s), Some(limit)) => Some(tokio::time::Instant::from_std(s + limit)),
+            _ => None,
+        };
+        let changed = match deadline {
+            Some(d) => tokio::select! {
+                c = rx.changed() => c,
+                _ = tokio::time::sleep_until(d) => {
+                    let last = state.to_string();
+                    ctx.stop(Stop::GaveUp(format!(
+                        "gave up: the server at {} has been unreachable for longer than --give-up-after {} ({last}); \
+                         run the same command again to resume",
+                        ctx.url,
+                        human_duration(give_up_after.unwrap_or_default())
+                    )));
+                    return;
+                }
+            },
+            None => rx.changed().await,
+        };
+        if changed.is_err() {
+            return;
+        }
+    }
+}
+
+/// `dir/NAME.results.jsonl` for `dir/NAME.jsonl` (else `FILE.results.jsonl`);
+/// `NAME.emulator.results.jsonl` on the embedded emulator, so that a key-less
+/// trial never mixes with a real run.
+pub fn default_results_path(input: &Path, embedded: bool) -> PathBuf {
+    let name = input.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "batch".into());
+    let stem = name.strip_suffix(".jsonl").unwrap_or(&name);
+    let kind = if embedded { ".emulator" } else { "" };
+    input.with_file_name(format!("{stem}{kind}.results.jsonl"))
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CliError> + Send + 'static) -> Result<T, CliError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| CliError::Other(format!("a blocking task failed: {e}")))?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_path_sits_beside_the_input_and_names_the_emulator() {
+        assert_eq!(default_results_path(Path::new("a/b.jsonl"), false), PathBuf::from("a/b.results.jsonl"));
+        assert_eq!(default_results_path(Path::new("tasks.txt"), false), PathBuf::from("tasks.txt.results.jsonl"));
+        assert_eq!(default_results_path(Path::new("a/b.jsonl"), true), PathBuf::from("a/b.emulator.results.jsonl"));
+    }
+}

@@ -1,0 +1,260 @@
+//! Reading the input: every non-blank line with its identity, then what the
+//! batch does with it (skip it as done, report it as bad, or run it).
+
+use super::identity::{self, Identities, IdentityError, LineKey};
+use super::journal::{AttemptRecord, Entry, LineState, Loaded, Record, Status, now_ms};
+use crate::error::CliError;
+use crate::input::{self, LineError, Task};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::path::Path;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// One non-blank line of the input, read and identified.
+pub struct Scanned {
+    /// 1-based.
+    pub line: usize,
+    /// The line (with invalid UTF-8 replaced).
+    pub text: String,
+    /// The parsed line, or why it does not parse.
+    pub parsed: Result<Value, LineError>,
+    /// Its identity.
+    pub key: LineKey,
+    /// Whether its own `id` is acceptable.
+    pub identity: Result<(), IdentityError>,
+}
+
+/// The lines of an input file, in order.
+pub struct Lines {
+    reader: std::io::BufReader<std::fs::File>,
+    path: std::path::PathBuf,
+    buf: Vec<u8>,
+    line: usize,
+    ids: Identities,
+}
+
+impl Lines {
+    /// Opens `path` (blocking).
+    pub fn open(path: &Path) -> Result<Lines, CliError> {
+        let f = std::fs::File::open(path).map_err(|source| CliError::Read { path: path.to_path_buf(), source })?;
+        Ok(Lines {
+            reader: std::io::BufReader::with_capacity(1 << 20, f),
+            path: path.to_path_buf(),
+            buf: Vec::new(),
+            line: 0,
+            ids: Identities::default(),
+        })
+    }
+
+    /// The next non-blank line (blocking).
+    pub fn next_line(&mut self) -> Result<Option<Scanned>, CliError> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|source| CliError::Read { path: self.path.clone(), source })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            while self.buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                self.buf.pop();
+            }
+            let (text, parsed) = match std::str::from_utf8(&self.buf) {
+                Ok(t) => (t.to_string(), input::parse_json(t)),
+                Err(e) => {
+                    let error = LineError {
+                        code: "invalidJson",
+                        parameter: None,
+                        message: format!("the line is not UTF-8 (at byte {})", e.valid_up_to()),
+                    };
+                    (String::from_utf8_lossy(&self.buf).into_owned(), Err(error))
+                }
+            };
+            if text.trim().is_empty() {
+                continue;
+            }
+            let (key, identity) = self.ids.next(self.line, parsed.as_ref().ok(), &text);
+            return Ok(Some(Scanned { line: self.line, text, parsed, key, identity }));
+        }
+    }
+}
+
+/// What the first pass over the input found.
+#[derive(Debug, Default)]
+pub struct Survey {
+    /// Lines to run.
+    pub to_run: u64,
+    /// Lines done `ok` in an earlier run.
+    pub done_ok: u64,
+    /// Lines ended with a final error in an earlier run.
+    pub done_failed: u64,
+}
+
+/// Counts the lines to run and those already done (blocking).
+pub fn survey(path: &Path, journal: &Loaded) -> Result<Survey, CliError> {
+    let mut lines = Lines::open(path)?;
+    let mut survey = Survey::default();
+    while let Some(s) = lines.next_line()? {
+        match journal.line(&s.key).and_then(|l| l.result.as_ref()).filter(|r| r.is_done()) {
+            Some(r) if r.status == Status::Ok => survey.done_ok += 1,
+            Some(_) => survey.done_failed += 1,
+            None => survey.to_run += 1,
+        }
+    }
+    Ok(survey)
+}
+
+/// A line to run.
+#[derive(Debug)]
+pub struct LineJob {
+    /// 1-based line number in this run.
+    pub line: usize,
+    /// Its identity.
+    pub key: LineKey,
+    /// The task as the line states it (under its first attempt's taskUUID).
+    pub task: Task,
+    /// The line's own `taskUUID`, if it gives one: its first attempt's.
+    pub own_uuid: Option<Uuid>,
+    /// What the journal knows of it.
+    pub prior: LineState,
+}
+
+/// What the reader hands the submit loop, one per non-blank line.
+pub enum Item {
+    /// Done in an earlier run (per the journal).
+    Skip { ok: bool },
+    /// Cannot run as written.
+    Invalid { line: usize, key: LineKey, task_uuid: Uuid, error: LineError },
+    /// Ready to run.
+    Run(Box<LineJob>),
+}
+
+/// The reader: one [`Item`] per non-blank line, into a bounded channel (blocking thread).
+pub fn read_lines(
+    path: &Path,
+    base_dir: &Path,
+    journal: &Loaded,
+    batch_id: Uuid,
+    tx: mpsc::Sender<Item>,
+) -> Result<(), CliError> {
+    let mut lines = Lines::open(path)?;
+    let mut own_uuids: HashMap<Uuid, usize> = HashMap::new();
+    while let Some(s) = lines.next_line()? {
+        let item = classify(s, base_dir, journal, batch_id, &mut own_uuids);
+        if tx.blocking_send(item).is_err() {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn classify(
+    s: Scanned,
+    base_dir: &Path,
+    journal: &Loaded,
+    batch_id: Uuid,
+    own_uuids: &mut HashMap<Uuid, usize>,
+) -> Item {
+    let prior = journal.line(&s.key);
+    if let Some(r) = prior.and_then(|p| p.result.as_ref()).filter(|r| r.is_done()) {
+        return Item::Skip { ok: r.status == Status::Ok };
+    }
+    let first_uuid = identity::attempt_uuid(batch_id, &s.key, 1);
+    let invalid = |error| Item::Invalid { line: s.line, key: s.key.clone(), task_uuid: first_uuid, error };
+    let value = match s.parsed {
+        Ok(v) => v,
+        Err(error) => return invalid(error),
+    };
+    match &s.identity {
+        Ok(()) => {}
+        Err(IdentityError::NotAString(got)) => {
+            return invalid(LineError {
+                code: "invalidParameter",
+                parameter: Some("id".into()),
+                message: format!("id: must be a non-empty string that names the line (got {got})"),
+            });
+        }
+        Err(IdentityError::Duplicate { id, first_line }) => {
+            return invalid(LineError {
+                code: "invalidParameter",
+                parameter: Some("id".into()),
+                message: format!("id: must be unique in the file (got {id:?}, already on line {first_line})"),
+            });
+        }
+    }
+    let own_uuid = match input::task_uuid_of(&value) {
+        Ok(u) => u,
+        Err(error) => return invalid(error),
+    };
+    if let Some(u) = own_uuid
+        && let Some(first) = own_uuids.insert(u, s.line)
+    {
+        own_uuids.insert(u, first);
+        return invalid(LineError {
+            code: "invalidParameter",
+            parameter: Some("taskUUID".into()),
+            message: format!("taskUUID: must be unique in the batch (got {u}, already on line {first})"),
+        });
+    }
+    match input::build(value, own_uuid.unwrap_or(first_uuid), base_dir) {
+        Ok(task) => Item::Run(Box::new(LineJob {
+            line: s.line,
+            key: s.key,
+            task,
+            own_uuid,
+            prior: prior.cloned().unwrap_or_default(),
+        })),
+        Err(error) => invalid(error),
+    }
+}
+
+/// The records that carry a format-1 journal (no header, records keyed by
+/// taskUUIDs derived from the input's path and line numbers) over to format 2
+/// (blocking): a line done in it keeps its record under its identity; every other
+/// line gets an `attempt` record with its format-1 taskUUID, so that it is resent
+/// under that UUID — it may have been sent before — and never runs twice.
+pub fn convert_legacy(path: &Path, canonical_input: &str, journal: &Loaded) -> Result<Vec<Entry>, CliError> {
+    let mut lines = Lines::open(path)?;
+    let mut out = Vec::new();
+    let now = now_ms();
+    while let Some(s) = lines.next_line()? {
+        let own = s.parsed.as_ref().ok().and_then(|v| input::task_uuid_of(v).ok().flatten());
+        let uuid = own.unwrap_or_else(|| identity::legacy_uuid(canonical_input, s.line, &s.text));
+        match journal.legacy.get(&uuid) {
+            Some(r) if r.is_done() => {
+                out.push(Entry::Result(Record { key: Some(s.key), attempts: Some(1), ..r.clone() }));
+            }
+            _ => {
+                let Ok(value) = &s.parsed else { continue };
+                let count = ["numberResults", "promptVersions"]
+                    .iter()
+                    .find_map(|f| value.get(*f).and_then(Value::as_u64))
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(1);
+                out.push(Entry::Attempt(AttemptRecord {
+                    key: s.key,
+                    line: s.line,
+                    attempt: 1,
+                    task_uuid: uuid,
+                    number_results: count,
+                    seed: value.get("seed").and_then(Value::as_u64),
+                    sent_at_ms: now,
+                }));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// True when a format-1 journal's images were served from a loopback address:
+/// it was most likely written against the embedded emulator.
+pub fn legacy_looks_embedded(journal: &Loaded) -> bool {
+    journal.legacy.values().flat_map(|r| r.images.iter()).filter_map(|i| i.image_url.as_deref()).any(|u| {
+        let rest = u.strip_prefix("http://").unwrap_or("");
+        rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
+    })
+}

@@ -1,0 +1,152 @@
+//! The summary of a run, printed at the end (`--json`: on stdout).
+
+use super::Stop;
+use crate::args::BatchArgs;
+use crate::output::{Output, dollars, human_duration};
+use crate::progress::{Percentiles, Progress};
+use runware_ws::client::Client;
+use serde::Serialize;
+use std::path::Path;
+use std::time::Duration;
+
+/// What a run did.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Summary {
+    pub input: String,
+    pub results: String,
+    pub out: String,
+    pub ok: u64,
+    pub failed: u64,
+    /// Lines whose outcome is not known yet (they stay pending in the journal).
+    pub pending: u64,
+    /// New attempts made after failures the server reported.
+    pub retries: u64,
+    pub skipped_ok: u64,
+    pub skipped_failed: u64,
+    pub images: u64,
+    pub cost: f64,
+    pub wall_seconds: f64,
+    pub tasks_per_second: f64,
+    pub images_per_second: f64,
+    pub latency_ms: Percentiles,
+    pub reconnects: u64,
+    pub interrupted: bool,
+    /// Why the run stopped early, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped: Option<String>,
+    /// Same as `pending` (the name of format 1's summaries).
+    pub not_finished: u64,
+}
+
+impl Summary {
+    /// A summary of a run that did nothing.
+    pub fn empty(args: &BatchArgs, results_path: &Path) -> Summary {
+        Summary {
+            input: args.file.display().to_string(),
+            results: results_path.display().to_string(),
+            out: args.out.display().to_string(),
+            ok: 0,
+            failed: 0,
+            pending: 0,
+            retries: 0,
+            skipped_ok: 0,
+            skipped_failed: 0,
+            images: 0,
+            cost: 0.0,
+            wall_seconds: 0.0,
+            tasks_per_second: 0.0,
+            images_per_second: 0.0,
+            latency_ms: Percentiles::default(),
+            reconnects: 0,
+            interrupted: false,
+            stopped: None,
+            not_finished: 0,
+        }
+    }
+
+    /// The summary of a run, from its counters.
+    pub fn of_run(
+        args: &BatchArgs,
+        results_path: &Path,
+        progress: &Progress,
+        skipped_ok: u64,
+        skipped_failed: u64,
+        client: &Client,
+        stop: &Stop,
+    ) -> Summary {
+        let secs = progress.elapsed().as_secs_f64().max(1e-6);
+        let stopped = match stop {
+            Stop::No => None,
+            Stop::Interrupted => Some("interrupted".to_string()),
+            Stop::Fatal(r) | Stop::Account(r) | Stop::GaveUp(r) => Some(r.clone()),
+            Stop::Journal => Some("the journal cannot be written".to_string()),
+        };
+        Summary {
+            ok: progress.ok(),
+            failed: progress.failed(),
+            pending: progress.pending(),
+            retries: progress.retries(),
+            skipped_ok,
+            skipped_failed,
+            images: progress.images(),
+            cost: progress.cost(),
+            wall_seconds: (secs * 1000.0).round() / 1000.0,
+            tasks_per_second: ((progress.ok() + progress.failed()) as f64 / secs * 100.0).round() / 100.0,
+            images_per_second: (progress.images() as f64 / secs * 100.0).round() / 100.0,
+            latency_ms: progress.percentiles(),
+            reconnects: client.metrics().reconnects,
+            interrupted: *stop == Stop::Interrupted,
+            stopped,
+            not_finished: progress.pending(),
+            ..Summary::empty(args, results_path)
+        }
+    }
+}
+
+/// Prints the summary: lines on stderr, or one JSON document on stdout with `--json`.
+pub fn print(out: &Output, s: &Summary) {
+    if out.json {
+        out.json_value(s);
+        return;
+    }
+    let mut lines = vec![format!(
+        "{} {}: ok {} · failed {}{}{}",
+        if s.interrupted { "Interrupted" } else { "Done" },
+        s.input,
+        s.ok,
+        s.failed,
+        if s.pending > 0 { format!(" · pending {}", s.pending) } else { String::new() },
+        if s.skipped_ok + s.skipped_failed > 0 {
+            format!(
+                " · skipped {} (done earlier: {} ok, {} failed)",
+                s.skipped_ok + s.skipped_failed,
+                s.skipped_ok,
+                s.skipped_failed
+            )
+        } else {
+            String::new()
+        }
+    )];
+    lines.push(format!("  images      {} in {} · total cost {}", s.images, s.out, dollars(s.cost)));
+    lines.push(format!(
+        "  wall time   {} · {:.2} tasks/s · {:.2} images/s",
+        human_duration(Duration::from_secs_f64(s.wall_seconds)),
+        s.tasks_per_second,
+        s.images_per_second
+    ));
+    lines.push(format!(
+        "  latency     p50 {} · p95 {} · p99 {}",
+        human_duration(Duration::from_millis(s.latency_ms.p50)),
+        human_duration(Duration::from_millis(s.latency_ms.p95)),
+        human_duration(Duration::from_millis(s.latency_ms.p99))
+    ));
+    lines.push(format!("  retries     {} · reconnects {}", s.retries, s.reconnects));
+    lines.push(format!("  results     {}", s.results));
+    if s.pending > 0 {
+        lines.push(format!("  {} line(s) not finished: run the same command again to resume", s.pending));
+    }
+    for l in lines {
+        out.notice(&l);
+    }
+}
