@@ -1,7 +1,6 @@
 //! The emulator's builder, its defaults and its latency model.
 
-use super::EmulatorError;
-use super::server::{self, EmulatorHandle};
+use super::error::EmulatorError;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
@@ -137,21 +136,18 @@ impl EmulatorBuilder {
         self
     }
 
-    /// Binds and starts serving.
-    pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
+    /// The configuration this builder describes (defaults filled in), or why it
+    /// is not usable.
+    pub(crate) fn into_config(mut self) -> Result<Config, EmulatorError> {
         if let Latency::Range(min, max) = self.latency
             && min > max
         {
             return Err(EmulatorError::Config(format!("latency range {min:?}..{max:?} is empty")));
         }
-        server::start(self.into_config()).await
-    }
-
-    fn into_config(mut self) -> Config {
         if self.api_keys.is_empty() {
             self.api_keys.push("test-key".to_string());
         }
-        Config {
+        Ok(Config {
             api_keys: self.api_keys,
             latency: self.latency,
             session_ttl: self.session_ttl,
@@ -164,7 +160,7 @@ impl EmulatorBuilder {
             seed: self.seed,
             bind: self.bind,
             render_divisor: self.render_divisor,
-        }
+        })
     }
 }
 

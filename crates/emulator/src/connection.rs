@@ -2,155 +2,23 @@
 //! drains the connection's direct replies and its session's results, and a
 //! supervisor that applies faults and ends the connection.
 
-use super::config::KeyId;
 use super::handlers;
+use super::link::{ConnShared, Control, Out, envelope};
 use super::session::{Queued, Session};
-use super::state::{Shared, lock};
+use super::state::Shared;
 use super::stats;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 
-/// Most direct frames queued for one connection; a client that lets more pile up
-/// is not reading, and is disconnected.
-const MAX_DIRECT: usize = 10_000;
 /// Most result items in one frame.
 const BATCH_ITEMS: usize = 64;
 /// About the most bytes of result items in one frame.
 const BATCH_BYTES: usize = 8 << 20;
-
-/// A frame for this connection only (replies, pongs, injected garbage).
-#[derive(Debug)]
-pub(crate) enum Out {
-    Text(String),
-    Binary(Vec<u8>),
-    Close(u16, &'static str),
-}
-
-/// What a fault asks of a connection's supervisor.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Control {
-    Drop,
-    Close,
-    HalfOpen,
-}
-
-/// Who the connection authenticated as.
-#[derive(Clone)]
-pub(crate) struct Authed {
-    pub key: KeyId,
-    pub session: Arc<Session>,
-}
-
-/// The part of a connection other tasks can reach.
-pub(crate) struct ConnShared {
-    pub id: u64,
-    notify: Notify,
-    out: Mutex<VecDeque<Out>>,
-    overflow: AtomicBool,
-    auth: Mutex<Option<Authed>>,
-}
-
-impl ConnShared {
-    fn new(id: u64) -> ConnShared {
-        ConnShared {
-            id,
-            notify: Notify::new(),
-            out: Mutex::new(VecDeque::new()),
-            overflow: AtomicBool::new(false),
-            auth: Mutex::new(None),
-        }
-    }
-
-    /// Wakes the writer.
-    pub fn wake(&self) {
-        self.notify.notify_one();
-    }
-
-    fn push(&self, out: Out) {
-        let mut q = lock(&self.out);
-        if q.len() >= MAX_DIRECT {
-            self.overflow.store(true, Relaxed);
-        } else {
-            q.push_back(out);
-        }
-        drop(q);
-        self.wake();
-    }
-
-    /// Queues a text frame.
-    pub fn push_text(&self, text: String) {
-        self.push(Out::Text(text));
-    }
-
-    /// Queues a binary frame.
-    pub fn push_binary(&self, bytes: Vec<u8>) {
-        self.push(Out::Binary(bytes));
-    }
-
-    fn pop(&self) -> Option<Out> {
-        lock(&self.out).pop_front()
-    }
-
-    /// Who the connection is, if authenticated.
-    pub fn auth(&self) -> Option<Authed> {
-        lock(&self.auth).clone()
-    }
-
-    /// Records a successful authentication; returns the previous one.
-    pub fn set_auth(&self, authed: Authed) -> Option<Authed> {
-        lock(&self.auth).replace(authed)
-    }
-
-    fn session(&self) -> Option<Arc<Session>> {
-        lock(&self.auth).as_ref().map(|a| a.session.clone())
-    }
-
-    fn detach(&self, shared: &Shared) {
-        if let Some(s) = self.session() {
-            s.detach(self.id, &shared.stats);
-        }
-    }
-}
-
-/// A registered connection and its supervisor's control channel.
-type ConnEntry = (Arc<ConnShared>, mpsc::Sender<Control>);
-
-/// The open connections, for faults.
-#[derive(Default)]
-pub(crate) struct ConnRegistry {
-    map: Mutex<HashMap<u64, ConnEntry>>,
-    next: AtomicU64,
-}
-
-impl ConnRegistry {
-    /// Sends `c` to every open connection.
-    pub fn control_all(&self, c: Control) {
-        let senders: Vec<_> = lock(&self.map).values().map(|(_, tx)| tx.clone()).collect();
-        for tx in senders {
-            let _ = tx.try_send(c);
-        }
-    }
-
-    /// Runs `f` on every open connection.
-    pub fn each(&self, f: impl Fn(&ConnShared)) {
-        let conns: Vec<_> = lock(&self.map).values().map(|(c, _)| c.clone()).collect();
-        for c in conns {
-            f(&c);
-        }
-    }
-
-    /// How many connections are open.
-    pub fn len(&self) -> usize {
-        lock(&self.map).len()
-    }
-}
 
 /// Unregisters a connection and detaches its session when it ends, however it ends.
 struct Guard {
@@ -160,8 +28,8 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        lock(&self.shared.conns.map).remove(&self.conn.id);
-        self.conn.detach(&self.shared);
+        self.shared.conns.unregister(self.conn.id);
+        self.conn.detach(&self.shared.stats);
         let _ = self.shared.stats.open_connections.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(1)));
         tracing::debug!(conn = self.conn.id, "connection ended");
     }
@@ -184,10 +52,9 @@ enum WriterEnd {
 
 /// Serves one upgraded socket until it ends.
 pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
-    let id = shared.conns.next.fetch_add(1, Relaxed) + 1;
-    let conn = Arc::new(ConnShared::new(id));
     let (ctl_tx, mut ctl_rx) = mpsc::channel(16);
-    lock(&shared.conns.map).insert(id, (conn.clone(), ctl_tx));
+    let conn = shared.conns.register(ctl_tx);
+    let id = conn.id;
     stats::bump(&shared.stats.connections);
     stats::bump(&shared.stats.open_connections);
     let _guard = Guard { shared: shared.clone(), conn: conn.clone() };
@@ -236,7 +103,7 @@ pub(crate) async fn run(shared: Arc<Shared>, socket: WebSocket) {
         Next::HalfOpen => {
             // Neither read nor write (no pongs either): hold the socket until the
             // idle timeout, a drop, or shutdown. Results go to the session buffer.
-            conn.detach(&shared);
+            conn.detach(&shared.stats);
             let hold = tokio::time::sleep(shared.cfg.idle_timeout);
             tokio::pin!(hold);
             loop {
@@ -277,9 +144,9 @@ type Sink = SplitSink<WebSocket, Message>;
 
 async fn writer_loop(shared: &Arc<Shared>, conn: &Arc<ConnShared>, mut sink: Sink) -> WriterEnd {
     loop {
-        conn.notify.notified().await;
+        conn.notified().await;
         loop {
-            if conn.overflow.load(Relaxed) {
+            if conn.overflowed() {
                 tracing::warn!(conn = conn.id, "client is not reading its replies; disconnecting");
                 return WriterEnd::Overflow;
             }
@@ -363,34 +230,4 @@ async fn write_batch(
         }
     }
     Ok(())
-}
-
-/// `{"data":[…],"errors":[…]}` from pre-serialized items.
-pub(crate) fn envelope(data: &[Arc<str>], errors: &[Arc<str>]) -> String {
-    let size = data.iter().chain(errors).map(|s| s.len() + 1).sum::<usize>() + 24;
-    let mut s = String::with_capacity(size);
-    s.push('{');
-    fn list(name: &str, items: &[Arc<str>], s: &mut String) {
-        if !s.ends_with('{') {
-            s.push(',');
-        }
-        s.push('"');
-        s.push_str(name);
-        s.push_str("\":[");
-        for (i, it) in items.iter().enumerate() {
-            if i > 0 {
-                s.push(',');
-            }
-            s.push_str(it);
-        }
-        s.push(']');
-    }
-    if !data.is_empty() || errors.is_empty() {
-        list("data", data, &mut s);
-    }
-    if !errors.is_empty() {
-        list("errors", errors, &mut s);
-    }
-    s.push('}');
-    s
 }

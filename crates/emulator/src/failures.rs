@@ -2,7 +2,7 @@
 //! fails. Matching happens once, when a task is accepted; what it decides (a
 //! [`FailPlan`]) travels with the task until it fires.
 
-use super::state::lock;
+use super::sync::lock;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use uuid::Uuid;

@@ -1,9 +1,7 @@
 //! Fault injection: what a test can make go wrong, on purpose.
 
-use super::connection::Control;
 use super::failures::{FailRule, FailRules};
-use super::state::{Shared, lock};
-use super::stats;
+use super::sync::lock;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -80,6 +78,34 @@ fn take(counter: &AtomicU32) -> bool {
 }
 
 impl FaultState {
+    /// Arms `fault` if it is one that fires later (the "next N" kinds, task faults,
+    /// an outage's deadline). Faults that act on the open connections now (drop,
+    /// close, half-open, restart, stray errors, garbage) are not armed here.
+    pub fn arm(&self, fault: Fault) {
+        match fault {
+            Fault::DropMidTask => self.drop_mid_task.store(true, Relaxed),
+            Fault::DuplicateResults(n) => {
+                self.duplicate_results.fetch_add(n, Relaxed);
+            }
+            Fault::RefuseHandshakes(n) => {
+                self.refuse_handshakes.fetch_add(n, Relaxed);
+            }
+            Fault::SlowHandshake(d) => *lock(&self.slow_handshake) = Some(d),
+            Fault::RefuseAuth(n) => {
+                self.refuse_auth.fetch_add(n, Relaxed);
+            }
+            Fault::FailTasks(rule) => self.fail_rules.arm(rule),
+            Fault::Nsfw(p) => self.nsfw_bits.store(probability(p).to_bits(), Relaxed),
+            Fault::Outage(d) => {
+                let now = Instant::now();
+                let until = now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+                let mut cur = lock(&self.outage_until);
+                *cur = Some(cur.map_or(until, |c| c.max(until)));
+            }
+            Fault::Drop | Fault::Close | Fault::HalfOpen | Fault::Restart | Fault::StrayError | Fault::Garbage => {}
+        }
+    }
+
     /// True if this upgrade must be refused.
     pub fn take_refuse_handshake(&self) -> bool {
         take(&self.refuse_handshakes)
@@ -125,68 +151,4 @@ impl FaultState {
 /// A probability clamped to `0..=1` (NaN is 0).
 fn probability(p: f64) -> f64 {
     if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) }
-}
-
-/// Applies `fault` now (or arms it).
-pub(crate) fn inject(shared: &Shared, fault: Fault) {
-    stats::bump(&shared.stats.faults_injected);
-    tracing::info!(?fault, "injecting fault");
-    let f = &shared.faults;
-    match fault {
-        Fault::Drop => shared.conns.control_all(Control::Drop),
-        Fault::Close => shared.conns.control_all(Control::Close),
-        Fault::HalfOpen => shared.conns.control_all(Control::HalfOpen),
-        Fault::DropMidTask => f.drop_mid_task.store(true, Relaxed),
-        Fault::Restart => {
-            shared.conns.control_all(Control::Drop);
-            shared.sessions.clear();
-        }
-        Fault::StrayError => shared.conns.each(|c| {
-            let stray = shared.new_uuid();
-            c.push_text(
-                serde_json::json!({"errors":[{
-                    "code":"internalServerError",
-                    "message":"Stray error for a task this connection never sent (fault injection)",
-                    "taskType":"imageInference",
-                    "taskUUID": stray,
-                }]})
-                .to_string(),
-            );
-            c.push_text(
-                serde_json::json!({"errors":[{
-                    "code":"internalServerError",
-                    "message":"Stray error with no task (fault injection)",
-                }]})
-                .to_string(),
-            );
-        }),
-        Fault::Garbage => shared.conns.each(|c| {
-            c.push_text("this is not JSON {".to_string());
-            c.push_text("[1,2,3]".to_string());
-            c.push_text(r#"{"data":5}"#.to_string());
-            c.push_text(r#"{"data":[{"taskType":"imageInference","imageUUID":"not-a-task"}]}"#.to_string());
-            c.push_binary(vec![0xde, 0xad, 0xbe, 0xef]);
-        }),
-        Fault::DuplicateResults(n) => {
-            f.duplicate_results.fetch_add(n, Relaxed);
-        }
-        Fault::RefuseHandshakes(n) => {
-            f.refuse_handshakes.fetch_add(n, Relaxed);
-        }
-        Fault::SlowHandshake(d) => *lock(&f.slow_handshake) = Some(d),
-        Fault::RefuseAuth(n) => {
-            f.refuse_auth.fetch_add(n, Relaxed);
-        }
-        Fault::FailTasks(rule) => f.fail_rules.arm(rule),
-        Fault::Nsfw(p) => f.nsfw_bits.store(probability(p).to_bits(), Relaxed),
-        Fault::Outage(d) => {
-            // The deadline first, so no client reconnects between the drop and it.
-            let until =
-                Instant::now().checked_add(d).unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400 * 365));
-            let mut cur = lock(&f.outage_until);
-            *cur = Some(cur.map_or(until, |c| c.max(until)));
-            drop(cur);
-            shared.conns.control_all(Control::Drop);
-        }
-    }
 }

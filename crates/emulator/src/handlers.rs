@@ -1,10 +1,10 @@
 //! One client frame in, replies out: a function per task type. Nothing here waits:
 //! slow work (tasks, uploads) is spawned, and replies are queued on the connection.
 
-use super::connection::{Authed, ConnShared};
 use super::enhance;
 use super::failures::{Candidate, FailPlan};
 use super::inference;
+use super::link::{Authed, ConnShared, envelope};
 use super::media::Upload;
 use super::references;
 use super::session::Queued;
@@ -35,7 +35,7 @@ impl Reply {
     }
     fn flush(&mut self, conn: &ConnShared) {
         if !self.data.is_empty() || !self.errors.is_empty() {
-            conn.push_text(super::connection::envelope(&self.data, &self.errors));
+            conn.push_text(envelope(&self.data, &self.errors));
             self.data.clear();
             self.errors.clear();
         }
@@ -178,7 +178,7 @@ fn authenticate(shared: &Arc<Shared>, conn: &Arc<ConnShared>, obj: &Map<String, 
     // The reply goes out before any replayed result: flush what came before it, then it.
     reply.data(json!({"taskType":"authentication","connectionSessionUUID": session.uuid}));
     reply.flush(conn);
-    if !session.attach(conn.clone(), &shared.stats) {
+    if !session.attach(conn.listener(), &shared.stats) {
         tracing::debug!(session = %session.uuid, "session vanished during authentication");
     }
 }

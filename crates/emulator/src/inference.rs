@@ -2,7 +2,7 @@
 //! billing; and what every accepted task shares (execution counting, failures).
 
 use super::failures::FailPlan;
-use super::media;
+use super::imaging;
 use super::references;
 use super::render::{self, Recipe};
 use super::session::{Queued, Session};
@@ -156,8 +156,11 @@ async fn make_item(
     item.insert("taskUUID".into(), json!(p.task_uuid));
     item.insert("imageUUID".into(), json!(image_uuid));
     let needs_bytes = p.output_type != OutputType::Url || p.upload_endpoint.is_some();
-    let bytes =
-        if needs_bytes { Some(media::render(shared, recipe.clone()).await.map_err(|e| e.to_string())?) } else { None };
+    let bytes = if needs_bytes {
+        Some(imaging::render(shared, recipe.clone()).await.map_err(|e| e.to_string())?)
+    } else {
+        None
+    };
     let mime = p.output_format.mime();
     match (p.output_type, &bytes) {
         (OutputType::Base64Data, Some(b)) => {

@@ -64,25 +64,37 @@
 //! # Ok(()) }
 //! ```
 //!
-//! Modules, one job each: [`config`] (builder and defaults), `server` (HTTP routes and
-//! the WebSocket upgrade), `connection` (one socket: reader, writer, supervisor),
-//! `handlers` (one function per task type), `session` (sessions and their buffered
-//! results), `tasks` (the per-key task store behind conflicts and `getResponse`),
-//! `validate` (server-side Kontext and `promptEnhance` checks), `inference` (running
-//! an image task, billing, failing a task), `enhance` (running a `promptEnhance`
-//! task), `render` (pictures), `media` (served images and uploads), `references`
-//! (fetching reference images), `faults` (injecting faults), `failures` (which task
-//! a [`FailRule`] fails), `webhook`, `stats`.
+//! Modules, in layers (each imports only from the layers below it; `tests/layers.rs`
+//! in the workspace root checks that no two modules import each other):
+//!
+//! 1. the ground: [`config`] (builder and defaults), `error`, `stats` (counters),
+//!    `sync` (the one lock policy), `render` (pictures), `validate` (server-side
+//!    Kontext and `promptEnhance` checks);
+//! 2. stores, which know nothing of connections: `session` (sessions and their
+//!    buffered results), `tasks` (the per-key task store behind conflicts and
+//!    `getResponse`), `media` (served images and uploads), `failures` (which task a
+//!    [`FailRule`] fails), `faults` (armed faults);
+//! 3. `link` (a connection as others reach it: its queue, its authentication, the
+//!    registry) and `state` (the stores together, behind one `Arc`);
+//! 4. work over the state: `imaging` (rendering and fetching images), `references`,
+//!    `webhook`, `inference` (running an image task, billing, failing a task),
+//!    `enhance` (a `promptEnhance` task), `handlers` (one function per task type);
+//! 5. the top: `connection` (one socket: reader, writer, supervisor), `inject`
+//!    (applying a fault), `server` (HTTP routes, the WebSocket upgrade, the handle).
 
 #![warn(missing_docs)]
 
 pub mod config;
 mod connection;
 mod enhance;
+mod error;
 mod failures;
 mod faults;
 mod handlers;
+mod imaging;
 mod inference;
+mod inject;
+mod link;
 mod media;
 mod references;
 mod render;
@@ -90,31 +102,14 @@ mod server;
 mod session;
 mod state;
 mod stats;
+mod sync;
 mod tasks;
 mod validate;
 mod webhook;
 
 pub use config::{Emulator, EmulatorBuilder, Latency};
+pub use error::EmulatorError;
 pub use failures::{FailMatch, FailRule};
 pub use faults::Fault;
 pub use server::EmulatorHandle;
 pub use stats::{Stats, TaskStats};
-
-/// Why the emulator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum EmulatorError {
-    /// The listening socket could not be bound.
-    #[error("cannot bind {addr}: {source}")]
-    Bind {
-        /// The address asked for.
-        addr: std::net::SocketAddr,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// The HTTP client used for webhooks and reference images could not be built.
-    #[error("cannot build the HTTP client: {0}")]
-    HttpClient(String),
-    /// The configuration is not usable.
-    #[error("invalid configuration: {0}")]
-    Config(String),
-}

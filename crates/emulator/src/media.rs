@@ -1,8 +1,8 @@
 //! What `GET /images/{file}` serves: generated images (rendered lazily on first
 //! fetch from their recipe, then cached) and uploaded images. Every map is bounded.
 
-use super::render::{self, Recipe};
-use super::state::{Shared, lock};
+use super::render::Recipe;
+use super::sync::lock;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -129,7 +129,8 @@ impl MediaStore {
         r.compact();
     }
 
-    fn cache_cell(&self, uuid: Uuid) -> Arc<OnceCell<Bytes>> {
+    /// The cache cell of generated image `uuid` (made empty if new; the cache is bounded).
+    pub fn cache_cell(&self, uuid: Uuid) -> Arc<OnceCell<Bytes>> {
         let mut c = lock(&self.cache);
         if let Some(cell) = c.map.get(&uuid) {
             return cell.clone();
@@ -141,34 +142,4 @@ impl MediaStore {
         }
         cell
     }
-}
-
-/// Why rendering failed.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum RenderError {
-    #[error("image encoding failed: {0}")]
-    Image(#[from] image::ImageError),
-    #[error("the render task failed: {0}")]
-    Join(#[from] tokio::task::JoinError),
-    #[error("the emulator is shutting down")]
-    Closed,
-}
-
-/// Renders a recipe on the blocking pool, with a bound on concurrent renders.
-pub(crate) async fn render(shared: &Shared, recipe: Arc<Recipe>) -> Result<Bytes, RenderError> {
-    let _permit = shared.render_permits.acquire().await.map_err(|_| RenderError::Closed)?;
-    let bytes = tokio::task::spawn_blocking(move || render::render(&recipe)).await??;
-    Ok(Bytes::from(bytes))
-}
-
-/// The bytes and MIME type of a servable image: an upload, or a generated image
-/// (rendered now if not cached).
-pub(crate) async fn fetch(shared: &Shared, uuid: Uuid) -> Option<Result<(Bytes, &'static str), RenderError>> {
-    if let Some(u) = shared.media.upload(uuid) {
-        return Some(Ok((u.bytes, u.mime)));
-    }
-    let recipe = shared.media.recipe(uuid)?;
-    let mime = recipe.format.mime();
-    let cell = shared.media.cache_cell(uuid);
-    Some(cell.get_or_try_init(|| render(shared, recipe)).await.map(|b| (b.clone(), mime)))
 }

@@ -1,7 +1,7 @@
 //! Turns a reference image (or an upload's `image`) into bytes: data URI, bare
 //! base64, the UUID of an upload or a generated image, or an http(s) URL.
 
-use super::media;
+use super::imaging;
 use super::state::Shared;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -48,7 +48,7 @@ pub(crate) async fn resolve(shared: &Shared, r: &ReferenceImage) -> Result<Bytes
         ReferenceImage::DataUri(s) => data_uri_bytes(s).map(Bytes::from).ok_or_else(|| "undecodable data URI".into()),
         ReferenceImage::Base64(s) => decode_base64(s).map(Bytes::from).ok_or_else(|| "undecodable base64".into()),
         ReferenceImage::Url(u) => fetch_url(shared, u).await,
-        ReferenceImage::Uuid(id) => match media::fetch(shared, *id).await {
+        ReferenceImage::Uuid(id) => match imaging::fetch(shared, *id).await {
             Some(Ok((bytes, _))) => Ok(bytes),
             Some(Err(e)) => Err(e.to_string()),
             None => Err(format!("no uploaded or generated image has the UUID {id}")),

@@ -1,13 +1,15 @@
 //! The HTTP side: the WebSocket upgrade on any path, `GET /images/{file}`,
 //! `GET /stats`, `GET /stats/tasks`; and the handle that controls a running emulator.
 
-use super::EmulatorError;
-use super::config::Config;
+use super::config::{Config, EmulatorBuilder};
 use super::connection;
-use super::faults::{self, Fault};
-use super::media;
-use super::state::{Shared, lock};
+use super::error::EmulatorError;
+use super::faults::Fault;
+use super::imaging;
+use super::inject;
+use super::state::Shared;
 use super::stats::{Stats, TaskStats};
+use super::sync::lock;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State, WebSocketUpgrade};
@@ -81,7 +83,7 @@ impl EmulatorHandle {
 
     /// Applies a fault now, or arms it (the "next" kinds).
     pub fn inject(&self, fault: Fault) {
-        faults::inject(&self.shared, fault);
+        inject::inject(&self.shared, fault);
     }
 
     /// Stops serving: drops every connection, stops running tasks, waits for the
@@ -109,8 +111,15 @@ fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+impl EmulatorBuilder {
+    /// Binds and starts serving.
+    pub async fn start(self) -> Result<EmulatorHandle, EmulatorError> {
+        start(self.into_config()?).await
+    }
+}
+
 /// Binds, builds the shared state and spawns the server.
-pub(crate) async fn start(cfg: Config) -> Result<EmulatorHandle, EmulatorError> {
+async fn start(cfg: Config) -> Result<EmulatorHandle, EmulatorError> {
     let listener = tokio::net::TcpListener::bind(cfg.bind)
         .await
         .map_err(|source| EmulatorError::Bind { addr: cfg.bind, source })?;
@@ -119,7 +128,7 @@ pub(crate) async fn start(cfg: Config) -> Result<EmulatorHandle, EmulatorError> 
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .build()
-        .map_err(|e| EmulatorError::HttpClient(e.to_string()))?;
+        .map_err(EmulatorError::HttpClient)?;
     let (tx, rx) = watch::channel(false);
     let shared = Arc::new(Shared::new(cfg, format!("http://{addr}"), http, rx));
 
@@ -195,7 +204,7 @@ async fn image(State(shared): State<Arc<Shared>>, Path(file): Path<String>) -> R
     let Ok(uuid) = Uuid::parse_str(stem) else {
         return (StatusCode::NOT_FOUND, "no such image\n").into_response();
     };
-    match media::fetch(&shared, uuid).await {
+    match imaging::fetch(&shared, uuid).await {
         Some(Ok((bytes, mime))) => ([(header::CONTENT_TYPE, mime)], bytes).into_response(),
         Some(Err(e)) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
         None => (StatusCode::NOT_FOUND, "no such image (or it expired)\n").into_response(),

@@ -6,13 +6,33 @@
 //! the queue is the buffer of undelivered results, kept for `session_ttl`.
 
 use super::config::KeyId;
-use super::connection::ConnShared;
-use super::state::lock;
 use super::stats::{self, Counters};
+use super::sync::lock;
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 use uuid::Uuid;
+
+/// The connection a session delivers to: which one, and how to wake its writer.
+/// Sessions know nothing else of connections.
+#[derive(Clone)]
+pub(crate) struct Listener {
+    /// The connection's id.
+    pub id: u64,
+    wake: Arc<Notify>,
+}
+
+impl Listener {
+    /// Connection `id`, woken through `wake`.
+    pub fn new(id: u64, wake: Arc<Notify>) -> Listener {
+        Listener { id, wake }
+    }
+
+    fn wake(&self) {
+        self.wake.notify_one();
+    }
+}
 
 /// Most items one session buffers; beyond, the oldest are dropped (they stay
 /// available through `getResponse`).
@@ -34,7 +54,7 @@ pub(crate) struct Queued {
 
 #[derive(Default)]
 struct Inner {
-    attached: Option<Arc<ConnShared>>,
+    attached: Option<Listener>,
     queue: VecDeque<Queued>,
     detached_since: Option<Instant>,
     dead: bool,
@@ -91,7 +111,7 @@ impl Session {
 
     /// Attaches `conn`; a connection attached before is detached. Returns false when
     /// the session is gone (restart).
-    pub fn attach(&self, conn: Arc<ConnShared>, stats: &Counters) -> bool {
+    pub fn attach(&self, conn: Listener, stats: &Counters) -> bool {
         let mut inner = lock(&self.inner);
         if inner.dead {
             return false;

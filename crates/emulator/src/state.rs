@@ -1,11 +1,12 @@
 //! The state every part of the emulator shares.
 
 use super::config::{Config, Latency};
-use super::connection::ConnRegistry;
 use super::faults::FaultState;
+use super::link::ConnRegistry;
 use super::media::MediaStore;
 use super::session::Sessions;
 use super::stats::Counters;
+use super::sync::lock;
 use super::tasks::TaskStore;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -59,7 +60,7 @@ impl Shared {
 
     /// Runs `f` with the seeded RNG.
     pub fn with_rng<T>(&self, f: impl FnOnce(&mut StdRng) -> T) -> T {
-        let mut guard = self.rng.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = lock(&self.rng);
         f(&mut guard)
     }
 
@@ -96,10 +97,4 @@ impl Shared {
         let mut rx = self.shutdown.clone();
         let _ = rx.wait_for(|down| *down).await;
     }
-}
-
-/// Locks a std mutex, recovering from poisoning (a panicked holder never leaves the
-/// emulator's maps in a state worse than "one entry missing").
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -3,8 +3,8 @@
 //! [`Fault::Restart`](super::Fault::Restart), like a database would.
 
 use super::config::KeyId;
-use super::state::lock;
 use super::stats::TaskStats;
+use super::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
