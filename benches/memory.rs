@@ -175,7 +175,7 @@ async fn pending_tasks() -> serde_json::Value {
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
     let after = Snap::now();
-    assert_eq!(client.pending(), PENDING);
+    assert_eq!(client.diagnostics().pending, PENDING);
     let per_task = (after.live() - before.live()) as f64 / PENDING as f64;
     let allocs_per_task = (after.allocs - before.allocs) as f64 / PENDING as f64;
     drop(streams);

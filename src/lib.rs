@@ -18,14 +18,16 @@
 pub mod client;
 pub mod protocol;
 pub mod redact;
+mod sync;
 
 pub use client::{
-    Client, ClientBuilder, ClientConfig, ClientError, ConnectionState, ImageOutput, ImageResult, Keepalive,
-    KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths, ReconnectPolicy, TaskStream,
+    Client, ClientBuilder, ClientConfig, ClientError, Collect, ConnectionState, Diagnostics, ImageOutput, ImageResult,
+    Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths, ReconnectPolicy, Submit, Task,
+    TaskStream,
 };
 pub use protocol::{
-    ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, ReferenceImage, ResultItem,
-    RetryAdvice, ValidationError, Violation,
+    ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, KontextTask, ReferenceImage,
+    ResultItem, RetryAdvice, ValidationError, Violation,
 };
 
 /// The README's Rust examples, compiled and run as doctests.

@@ -205,10 +205,10 @@ async fn run(plan: Plan) {
     assert!(stats.max_executions_per_task <= 1, "seed {}", plan.seed);
 
     // Queues drain: the pending table at once, the rest within a moment.
-    assert_eq!(client.pending(), 0, "pending table empty (seed {})", plan.seed);
+    assert_eq!(client.diagnostics().pending, 0, "pending table empty (seed {})", plan.seed);
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let d = client.queue_depths();
+        let d = client.diagnostics().queues;
         if d == runware_ws::QueueDepths::default() {
             break;
         }
@@ -219,7 +219,7 @@ async fn run(plan: Plan) {
     // Reconnect delays followed the policy.
     let p = policy();
     let (lo, hi) = (p.initial_delay.mul_f64(1.0 - p.jitter), p.max_delay.mul_f64(1.0 + p.jitter));
-    let delays = client.reconnect_delays();
+    let delays = client.diagnostics().reconnect_delays;
     assert!(!delays.is_empty(), "faults caused reconnects");
     for d in &delays {
         assert!(*d >= lo.saturating_sub(Duration::from_micros(1)) && *d <= hi, "delay {d:?} outside [{lo:?}, {hi:?}]");

@@ -46,7 +46,7 @@ async fn client(emu: &EmulatorHandle, in_flight: usize) -> Client {
         .expect("client connects")
 }
 
-fn task(i: usize, n: u32) -> runware_ws::ImageInference {
+fn task(i: usize, n: u32) -> runware_ws::KontextTask {
     Kontext::builder()
         .prompt(format!("Edit number {i}: make it dusk"))
         .size(KontextSize::ALL[i % 9])
@@ -98,7 +98,7 @@ where
         }
         assert_eq!(emu.executions(uuid), 1, "task {uuid} executed exactly once");
     }
-    assert_eq!(client.pending(), 0, "nothing left in the pending table");
+    assert_eq!(client.diagnostics().pending, 0, "nothing left in the pending table");
     let stats = emu.stats();
     assert_eq!(stats.double_executed, 0);
     assert!(stats.max_executions_per_task <= 1);
@@ -121,7 +121,7 @@ async fn survives(fault: Fault, max_n: u32) -> (runware_ws::Metrics, runware_emu
     let c = client(&emu, 1024).await;
     let (emu_ref, c_ref) = (&emu, &c);
     run_batch(&emu, &c, 300, max_n, 30, || async move {
-        assert!(c_ref.pending() > 0, "the fault must hit tasks in flight");
+        assert!(c_ref.diagnostics().pending > 0, "the fault must hit tasks in flight");
         emu_ref.inject(fault);
     })
     .await;
@@ -209,13 +209,13 @@ async fn dropped_futures_and_streams_leave_nothing_pending() {
     for i in 0..20 {
         streams.push(c.kontext_stream(task(i, 2)).await.expect("submitted"));
     }
-    assert_eq!(c.pending(), 20);
+    assert_eq!(c.diagnostics().pending, 20);
     drop(streams);
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.diagnostics().pending, 0);
     // A dropped `kontext` future cancels too, and frees its slot.
     let f = c.kontext(task(99, 1));
     assert!(tokio::time::timeout(Duration::from_millis(50), f).await.is_err());
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.diagnostics().pending, 0);
     assert_eq!(c.metrics().tasks_cancelled, 21);
     emu.shutdown().await;
 }
@@ -235,7 +235,7 @@ async fn deadlines_hold_and_clean_up() {
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
     assert!(err.is_outcome_unknown() && !err.is_retryable_with_new_uuid(), "a deadline is an unknown outcome");
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.diagnostics().pending, 0);
     emu.shutdown().await;
 }
 
@@ -252,8 +252,7 @@ async fn a_timeout_storm_fails_every_task_once_and_leaves_nothing() {
         .await
         .expect("connects");
     // A task with a longer deadline submitted first must outlive the storm.
-    let patient = c.submit(runware_ws::protocol::ClientTask::from(task(0, 1)), Some(Duration::from_secs(60)));
-    let patient = patient.await.expect("submitted");
+    let patient = c.submit(task(0, 1)).timeout(Duration::from_secs(60)).await.expect("submitted");
     let all = futures::future::join_all((1..=2000).map(|i| c.kontext(task(i, 1))));
     let results = tokio::time::timeout(Duration::from_secs(30), all).await.expect("every deadline fires");
     for r in &results {
@@ -264,9 +263,9 @@ async fn a_timeout_storm_fails_every_task_once_and_leaves_nothing() {
     }
     let m = c.metrics();
     assert_eq!(m.tasks_failed, 2000, "each timed-out task counted once");
-    assert_eq!(c.pending(), 1, "only the patient task is left");
+    assert_eq!(c.diagnostics().pending, 1, "only the patient task is left");
     drop(patient);
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.diagnostics().pending, 0);
     emu.shutdown().await;
 }
 
@@ -292,7 +291,7 @@ async fn a_deadline_holds_during_an_outage() {
         other => panic!("{other}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert_eq!(c.pending(), 0);
+    assert_eq!(c.diagnostics().pending, 0);
     emu.shutdown().await;
 }
 
@@ -307,11 +306,11 @@ async fn backpressure_caps_tasks_on_the_wire() {
     // The non-waiting variant refuses when full.
     let slow = emulator(Latency::Fixed(Duration::from_secs(30))).await;
     let c2 = client(&slow, 2).await;
-    let _a = c2.try_kontext_stream(task(1, 1)).expect("slot 1");
-    let _b = c2.try_kontext_stream(task(2, 1)).expect("slot 2");
-    assert!(matches!(c2.try_kontext_stream(task(3, 1)), Err(ClientError::Busy { limit: 2 })));
+    let _a = c2.submit(task(1, 1)).no_wait().await.expect("slot 1");
+    let _b = c2.submit(task(2, 1)).no_wait().await.expect("slot 2");
+    assert!(matches!(c2.submit(task(3, 1)).no_wait().await, Err(ClientError::Busy { limit: 2 })));
     drop(_a);
-    assert!(c2.try_kontext_stream(task(4, 1)).is_ok(), "a freed slot is reusable");
+    assert!(c2.submit(task(4, 1)).no_wait().await.is_ok(), "a freed slot is reusable");
     emu.shutdown().await;
     slow.shutdown().await;
 }
@@ -362,6 +361,15 @@ async fn an_unreachable_server_fails_in_bounded_time() {
         .expect_err("nobody listens");
     assert!(matches!(err, ClientError::Unreachable { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(3));
+    // The connection error itself is kept, not flattened to a string.
+    assert!(std::error::Error::source(&err).is_some(), "a source: {err:?}");
+    let cause = err.cause().and_then(|c| c.downcast_ref::<tokio_tungstenite::tungstenite::Error>());
+    assert!(
+        matches!(cause, Some(tokio_tungstenite::tungstenite::Error::Io(io)) if io.kind() == std::io::ErrorKind::ConnectionRefused),
+        "the refused connect is the cause: {cause:?}"
+    );
+    // Shared by every waiter: a clone keeps it.
+    assert!(err.clone().cause().is_some());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,7 +3,7 @@
 
 use runware_emulator::{Emulator, EmulatorHandle, FailMatch, FailRule, Fault, Latency};
 use runware_ws::Lookup;
-use runware_ws::protocol::{ClientTask, RawTask};
+use runware_ws::protocol::RawTask;
 use runware_ws::{Client, ClientError, ConnectionState, Kontext, KontextSize, ReconnectPolicy, RetryAdvice};
 use serde_json::json;
 use std::time::Duration;
@@ -31,7 +31,7 @@ async fn client(emu: &EmulatorHandle) -> Client {
         .expect("connects")
 }
 
-fn edit(prompt: &str, n: u32) -> runware_ws::ImageInference {
+fn edit(prompt: &str, n: u32) -> runware_ws::KontextTask {
     Kontext::builder().prompt(prompt).size(KontextSize::R1x1).number_results(n).build().expect("a valid edit")
 }
 
@@ -80,7 +80,7 @@ async fn a_raw_async_task_sent_through_submit_is_polled() {
     .unwrap();
     assert!(raw.is_async());
     // Without polling the task would wait for its whole 20 s deadline and fail.
-    let items = c.submit(ClientTask::Raw(raw), None).await.expect("submitted").collect_all().await;
+    let items = c.submit(raw).await.expect("submitted").await;
     let items = items.expect("both results arrive by polling");
     assert_eq!(items.len(), 2);
     assert!(c.metrics().polls >= 1, "{:?}", c.metrics());

@@ -66,6 +66,6 @@ async fn a_result_over_the_limit_forces_a_reconnect_not_a_hang() {
     let err = client.kontext(task).await.expect_err("cannot be read").error;
     assert!(matches!(err, ClientError::Timeout { .. }), "{err}");
     assert!(client.metrics().reconnects >= 1, "the oversized frame dropped the socket");
-    assert_eq!(client.pending(), 0);
+    assert_eq!(client.diagnostics().pending, 0);
     server.abort();
 }

@@ -15,12 +15,12 @@ async fn ten_thousand_tasks_in_flight_over_one_socket_complete() {
     for t in support::kontext_tasks(N) {
         streams.push(client.kontext_stream(t).await.unwrap());
     }
-    assert_eq!(client.pending(), N);
+    assert_eq!(client.diagnostics().pending, N);
     let results = futures::future::join_all(streams.into_iter().map(|s| s.collect_all())).await;
     for r in results {
         assert_eq!(r.expect("completes").len(), 1);
     }
-    assert_eq!(client.pending(), 0);
+    assert_eq!(client.diagnostics().pending, 0);
     let stats = emu.stats();
     assert_eq!(stats.connections, 1, "one socket");
     assert!(stats.max_outstanding >= N as u64 - 16, "all {N} were in flight at once: {}", stats.max_outstanding);

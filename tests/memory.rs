@@ -49,11 +49,11 @@ async fn a_pending_task_costs_a_bounded_number_of_bytes() {
     }
     // Let the writer drain the queue onto the socket.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while client.queue_depths().outbound > 0 && std::time::Instant::now() < deadline {
+    while client.diagnostics().queues.outbound > 0 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let after = LIVE.load(Ordering::Relaxed);
-    assert_eq!(client.pending(), N);
+    assert_eq!(client.diagnostics().pending, N);
     let per_task = (after - before) / N as i64;
     let beyond_frame = (after - before - frame_bytes) / N as i64;
     println!("load: {per_task} B per pending task, {beyond_frame} B beyond its {} B frame", frame_bytes / N as i64);
@@ -63,6 +63,6 @@ async fn a_pending_task_costs_a_bounded_number_of_bytes() {
         "a pending task costs {beyond_frame} B beyond its frame, over the {BOUND_PER_TASK} B bound"
     );
     drop(streams);
-    assert_eq!(client.pending(), 0);
+    assert_eq!(client.diagnostics().pending, 0);
     server.abort();
 }

@@ -7,7 +7,7 @@ pub mod sweep;
 
 use base64::Engine as _;
 use futures::{SinkExt, StreamExt};
-use runware_ws::{ImageInference, Kontext, KontextSize};
+use runware_ws::{Kontext, KontextSize, KontextTask};
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::future::Future;
@@ -44,7 +44,7 @@ pub fn base64_item(task: Uuid, image: Uuid, payload: &str) -> String {
 }
 
 /// The Kontext [pro] task every end-to-end bench submits (built and validated per task).
-pub fn kontext_task() -> ImageInference {
+pub fn kontext_task() -> KontextTask {
     Kontext::builder()
         .prompt("Make it a rainy night in the same city, keep the people")
         .size(KontextSize::R1x1)

@@ -1,8 +1,10 @@
 //! Opening one connection: TCP, TLS (rustls), the WebSocket handshake, and
 //! authentication with the last `connectionSessionUUID`.
 
+use super::error::{Cause, ConfigError};
 use super::shared::Shared;
 use crate::protocol::{ApiError, Authentication, ClientTask, ErrorKind, SharedStr, encode_frame};
+use crate::sync::lock;
 use futures::{SinkExt, StreamExt};
 use std::sync::Arc;
 use tokio::net::TcpStream;
@@ -17,14 +19,29 @@ pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ConnectError {
     /// Worth retrying: refused, reset, timed out, bad handshake status…
-    #[error("{0}")]
-    Transport(String),
+    #[error("{message}")]
+    Transport {
+        message: String,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// The key was refused: final.
     #[error("authentication refused: {0}")]
     Auth(Box<ApiError>),
     /// The configuration cannot work (bad URL, bad certificate): final.
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(ConfigError),
+}
+
+impl ConnectError {
+    fn transport(message: impl Into<String>) -> ConnectError {
+        ConnectError::Transport { message: message.into(), cause: None }
+    }
+
+    /// A transport failure described without secrets, its error kept as the cause.
+    fn from_ws(e: tungstenite::Error) -> ConnectError {
+        ConnectError::Transport { message: describe(&e), cause: Some(Arc::new(e)) }
+    }
 }
 
 /// An authenticated connection.
@@ -42,12 +59,12 @@ pub(crate) fn tls_connector(shared: &Shared) -> Result<Connector, ConnectError> 
     for der in &shared.config.extra_roots {
         roots
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
-            .map_err(|e| ConnectError::Config(format!("bad CA certificate: {e}")))?;
+            .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("bad CA certificate: {e}"), e)))?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| ConnectError::Config(format!("TLS setup: {e}")))?
+        .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("TLS setup: {e}"), e)))?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Connector::Rustls(Arc::new(config)))
@@ -66,34 +83,35 @@ pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<E
         .url
         .as_str()
         .into_client_request()
-        .map_err(|e| ConnectError::Config(format!("invalid URL: {e}")))?;
+        .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))?;
     let connect =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config(shared)), true, Some(connector));
     let (mut ws, _) = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
         Err(_) => {
-            return Err(ConnectError::Transport(format!(
+            return Err(ConnectError::transport(format!(
                 "connect timed out after {:?}",
                 shared.config.connect_timeout
             )));
         }
-        Ok(Err(tungstenite::Error::Url(e))) => return Err(ConnectError::Config(format!("invalid URL: {e}"))),
-        Ok(Err(e)) => return Err(ConnectError::Transport(describe(&e))),
+        Ok(Err(tungstenite::Error::Url(e))) => {
+            return Err(ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)));
+        }
+        Ok(Err(e)) => return Err(ConnectError::from_ws(e)),
         Ok(Ok(pair)) => pair,
     };
-    let previous = shared.session.lock().ok().and_then(|s| s.clone());
+    let previous = lock(&shared.session).clone();
     let auth = ClientTask::Authentication(Authentication::new(shared.config.api_key.clone(), previous.clone()));
-    let frame = encode_frame(std::slice::from_ref(&auth)).map_err(|e| ConnectError::Config(e.to_string()))?;
-    ws.send(Message::Text(frame.into())).await.map_err(|e| ConnectError::Transport(describe(&e)))?;
+    let frame = encode_frame(std::slice::from_ref(&auth))
+        .map_err(|e| ConnectError::Config(ConfigError::caused_by("cannot encode the authentication frame", e)))?;
+    ws.send(Message::Text(frame.into())).await.map_err(ConnectError::from_ws)?;
     match tokio::time::timeout(shared.config.auth_timeout, await_auth(shared, &mut ws)).await {
         Err(_) => {
-            Err(ConnectError::Transport(format!("no authentication reply within {:?}", shared.config.auth_timeout)))
+            Err(ConnectError::transport(format!("no authentication reply within {:?}", shared.config.auth_timeout)))
         }
         Ok(Err(e)) => Err(e),
         Ok(Ok(session)) => {
             let resumed = previous.as_deref() == Some(session.as_str());
-            if let Ok(mut s) = shared.session.lock() {
-                *s = Some(session.clone());
-            }
+            *lock(&shared.session) = Some(session.clone());
             Ok(Established { ws, session, resumed })
         }
     }
@@ -104,13 +122,13 @@ async fn await_auth(shared: &Shared, ws: &mut Ws) -> Result<String, ConnectError
         let text = match msg {
             Ok(Message::Text(t)) => SharedStr::from(t),
             Ok(Message::Close(c)) => {
-                return Err(ConnectError::Transport(format!(
+                return Err(ConnectError::transport(format!(
                     "closed during authentication{}",
                     c.map(|c| format!(": {} {}", c.code, c.reason)).unwrap_or_default()
                 )));
             }
             Ok(_) => continue,
-            Err(e) => return Err(ConnectError::Transport(describe(&e))),
+            Err(e) => return Err(ConnectError::from_ws(e)),
         };
         shared.touch_inbound();
         let Ok(mut frame) = shared.decode(&text) else {
@@ -135,7 +153,7 @@ async fn await_auth(shared: &Shared, ws: &mut Ws) -> Result<String, ConnectError
             return Ok(s);
         }
     }
-    Err(ConnectError::Transport("connection ended during authentication".into()))
+    Err(ConnectError::transport("connection ended during authentication"))
 }
 
 /// A short description of a transport error, without any secret (the key is

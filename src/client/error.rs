@@ -1,11 +1,51 @@
 //! [`ClientError`]: why a task or the client failed, and whether a retry can help.
 
 use crate::protocol::{ApiError, ErrorKind, RetryAdvice, ValidationError};
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
+/// The underlying error of a [`ClientError`], shared by every caller that gets the
+/// same error (one outage fails many tasks). Reach it with
+/// [`std::error::Error::source`]; downcast it for the library's own type (e.g.
+/// `tungstenite::Error`, `url::ParseError`, `rustls::Error`).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Why the configuration cannot work: a message, and the error behind it if any.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ConfigError {
+    message: String,
+    #[source]
+    cause: Option<Cause>,
+}
+
+impl ConfigError {
+    /// The error behind it, for downcasting (e.g. to `url::ParseError`).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.cause.as_deref()
+    }
+
+    pub(crate) fn new(message: impl Into<String>) -> ConfigError {
+        ConfigError { message: message.into(), cause: None }
+    }
+
+    pub(crate) fn caused_by(
+        message: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> ConfigError {
+        ConfigError { message: message.into(), cause: Some(Arc::new(cause)) }
+    }
+
+    /// What is wrong, in words.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
 /// Everything that can go wrong for a caller. Never contains the API key.
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
     /// The request broke a rule; it was never sent.
     #[error(transparent)]
@@ -29,8 +69,11 @@ pub enum ClientError {
     Unreachable {
         /// Attempts made in this outage.
         attempts: u32,
-        /// The last connection error.
+        /// The last connection error, in words.
         last_error: String,
+        /// The last connection error itself, when there was one.
+        #[source]
+        cause: Option<Cause>,
     },
     /// `try_` submission found every in-flight slot taken.
     #[error("all {limit} in-flight slots are taken")]
@@ -49,10 +92,22 @@ pub enum ClientError {
     Protocol(String),
     /// The configuration is not usable (bad URL, bad certificate).
     #[error("invalid configuration: {0}")]
-    Config(String),
+    Config(#[source] ConfigError),
 }
 
 impl ClientError {
+    /// The underlying error, for downcasting: the last connection error of an
+    /// [`Unreachable`](ClientError::Unreachable) (a `tungstenite::Error`), or what
+    /// made a [`Config`](ClientError::Config) unusable. The same error is also in
+    /// the [`source`](std::error::Error::source) chain (behind the shared `Arc`).
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        match self {
+            ClientError::Unreachable { cause, .. } => cause.as_deref(),
+            ClientError::Config(c) => c.cause(),
+            _ => None,
+        }
+    }
+
     /// The server error's kind, when the server gave one.
     pub fn api_kind(&self) -> Option<ErrorKind> {
         match self {
@@ -148,7 +203,7 @@ mod tests {
         assert!(api("serviceUnavailable").is_retryable_with_new_uuid());
         let deadline = ClientError::Timeout { after: Duration::from_secs(1), connection: "connected".into() };
         assert!(!deadline.is_retryable_with_new_uuid() && deadline.is_outcome_unknown());
-        let lost = ClientError::Unreachable { attempts: 3, last_error: "refused".into() };
+        let lost = ClientError::Unreachable { attempts: 3, last_error: "refused".into(), cause: None };
         assert!(!lost.is_retryable_with_new_uuid() && lost.is_outcome_unknown());
         assert!(ClientError::Closed.is_outcome_unknown());
         assert!(api("conflictTaskUUID").is_outcome_unknown());

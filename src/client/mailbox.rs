@@ -5,6 +5,7 @@
 
 use super::error::ClientError;
 use crate::protocol::ResultItem;
+use crate::sync::lock;
 use futures::task::AtomicWaker;
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -76,24 +77,21 @@ pub(crate) struct Mailbox {
 impl Mailbox {
     /// Queues a result (not the task's last) and wakes the receiver. Never waits.
     pub(crate) fn push_result(&self, item: ResultItem) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push_result(item);
-        }
+        lock(&self.queue).push_result(item);
         self.waker.wake();
     }
 
     /// Ends the task with an error, after the results already queued.
     pub(crate) fn fail(&self, err: ClientError) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.end = Some(End::Failed(err));
-        }
+        lock(&self.queue).end = Some(End::Failed(err));
         self.waker.wake();
     }
 
     /// Ends the task: its last result (if any) and `Done` in one step; `frame`
     /// is dropped by the receiver.
     pub(crate) fn complete(&self, last: Option<ResultItem>, frame: Option<String>) {
-        if let Ok(mut q) = self.queue.lock() {
+        {
+            let mut q = lock(&self.queue);
             if let Some(item) = last {
                 q.push_result(item);
             }
@@ -118,7 +116,7 @@ impl Mailbox {
     fn try_pop(&self) -> Option<Event> {
         // The spent frame is freed here, outside the lock.
         let (event, _spent) = {
-            let mut q = self.queue.lock().ok()?;
+            let mut q = lock(&self.queue);
             let spent = if q.first.is_none() && q.more.is_empty() { q.spent.take() } else { None };
             (q.pop(), spent)
         };

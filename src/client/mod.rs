@@ -36,25 +36,27 @@ mod pending;
 mod poller;
 mod shared;
 mod state;
+mod submit;
 mod supervisor;
 mod task;
 
 pub use config::{ClientConfig, DEFAULT_URL, Keepalive, PollPolicy, ReconnectPolicy};
-pub use error::{ClientError, PartialFailure};
+pub use error::{Cause, ClientError, ConfigError, PartialFailure};
 pub use lookup::Lookup;
 pub use metrics::Metrics;
 pub use state::ConnectionState;
-pub use task::{ImageOutput, ImageResult, KontextStream, TaskStream};
+pub use submit::{Submit, Submitting, Task};
+pub use task::{Collect, ImageOutput, ImageResult, KontextStream, TaskStream};
 
-use crate::protocol::{
-    ApiKey, ClientTask, DeliveryMethod, ImageInference, ImageUpload, MediaStorage, RawTask, kontext,
-};
+use crate::protocol::{ApiKey, ImageUpload, KontextTask, MediaStorage, ResultItem};
+use crate::sync::lock;
 use mailbox::Mailbox;
 use metrics::Counters;
 use pending::{NewTask, PendingTask};
 use serde_json::Value;
 use shared::Shared;
 use std::borrow::Cow;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -186,11 +188,14 @@ impl ClientBuilder {
     /// Tokio runtime.
     pub fn build(self) -> Result<Client, ClientError> {
         if self.config.api_key.is_blank() {
-            return Err(ClientError::Config("an API key is required".into()));
+            return Err(ClientError::Config(ConfigError::new("an API key is required")));
         }
         let scheme_ok = self.config.url.starts_with("ws://") || self.config.url.starts_with("wss://");
         if !scheme_ok || url::Url::parse(&self.config.url).is_err() {
-            return Err(ClientError::Config(format!("the URL must be ws:// or wss://, got {:?}", self.config.url)));
+            return Err(ClientError::Config(ConfigError::new(format!(
+                "the URL must be ws:// or wss://, got {:?}",
+                self.config.url
+            ))));
         }
         let cap = self.config.max_in_flight.max(1);
         let (task_tx, task_rx) = mpsc::channel(cap);
@@ -212,8 +217,22 @@ impl ClientBuilder {
     }
 }
 
-/// Depths of the client's queues: see [`Client::queue_depths`].
+/// What the engine holds at one moment: see [`Client::diagnostics`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Diagnostics {
+    /// Tasks in the pending table.
+    pub pending: usize,
+    /// How full the internal queues are (all zero when the client is idle).
+    pub queues: QueueDepths,
+    /// The latest reconnect delays (up to 256), oldest first: what the backoff
+    /// policy actually produced.
+    pub reconnect_delays: Vec<Duration>,
+}
+
+/// Depths of the client's queues: see [`Client::diagnostics`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueueDepths {
     /// Tasks in the pending table.
     pub pending: usize,
@@ -225,145 +244,85 @@ pub struct QueueDepths {
     pub poll_set: usize,
 }
 
-/// What to submit, serialized once.
-struct Prepared {
-    uuid: Uuid,
-    frame: String,
-    expected: u32,
-    is_async: bool,
-    task_type: Cow<'static, str>,
-}
-
-impl Prepared {
-    /// Serializes `task` once, into a buffer sized from `size_hint` (the task's
-    /// large strings) so that it is neither regrown nor left with much slack.
-    fn new(
-        task: &impl serde::Serialize,
-        uuid: Uuid,
-        expected: u32,
-        is_async: bool,
-        task_type: impl Into<Cow<'static, str>>,
-        size_hint: usize,
-    ) -> Result<Self, ClientError> {
-        let mut buf = Vec::with_capacity(size_hint + 256);
-        serde_json::to_writer(&mut buf, task)
-            .map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
-        let frame = String::from_utf8(buf).map_err(|e| ClientError::Protocol(format!("task is not UTF-8: {e}")))?;
-        Ok(Prepared { uuid, frame, expected: expected.max(1), is_async, task_type: task_type.into() })
-    }
-}
-
-/// The bytes of an inference task's large strings, to size its serialization buffer.
-fn inference_size_hint(task: &ImageInference) -> usize {
-    task.positive_prompt.len() + task.reference_images().iter().map(|r| r.as_wire().len() + 3).sum::<usize>()
-}
-
 impl Client {
     /// A builder with the documented defaults.
     pub fn builder() -> ClientBuilder {
         ClientBuilder { config: ClientConfig::new(ApiKey::new("")) }
     }
 
-    /// Runs a Kontext \[pro\] task and waits for all its images; a failure keeps
-    /// the images received before it ([`PartialFailure`]).
+    /// Submits any [`Task`]: a [`KontextTask`](crate::KontextTask) from the
+    /// builder, an [`ImageInference`](crate::ImageInference), a
+    /// [`RawTask`](crate::protocol::RawTask) (or raw JSON through `Task::try_from`),
+    /// an upload or a media operation. The task is validated (when it needs to be)
+    /// and serialized now; awaiting the returned [`Submit`] takes an in-flight slot
+    /// and yields the task's [`TaskStream`], which is a stream of results and can be
+    /// awaited for all of them.
     ///
-    /// The task is validated and serialized when this is called; the returned
-    /// future holds only the serialized task, not the (larger) typed one.
+    /// ```no_run
+    /// # async fn demo(client: runware_ws::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// use runware_ws::{Kontext, KontextSize};
+    /// use std::time::Duration;
+    ///
+    /// let edit = Kontext::builder().prompt("Make it snow").size(KontextSize::R1x1).build()?;
+    /// let results = client.submit(edit).timeout(Duration::from_secs(60)).await?.await?;
+    /// let raw = runware_ws::Task::try_from(serde_json::json!({"taskType": "promptEnhance",
+    ///     "prompt": "a cat", "promptMaxLength": 64, "promptVersions": 2}))?;
+    /// let versions = client.submit(raw).no_wait().await?.await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn submit(&self, task: impl Into<Task>) -> Submit {
+        Submit::new(self.clone(), task.into())
+    }
+
+    /// Runs a Kontext \[pro\] task and waits for all its images; a failure keeps
+    /// the images received before it ([`PartialFailure`]). A thin wrapper over
+    /// [`Client::submit`].
     pub fn kontext(
         &self,
-        task: ImageInference,
-    ) -> impl Future<Output = Result<Vec<ImageResult>, PartialFailure<ImageResult>>> + Send + '_ {
-        let prepared = prepare_kontext(&task);
-        async move {
-            let prepared = prepared.map_err(PartialFailure::new)?;
-            self.submit_kontext(prepared).await.map_err(PartialFailure::new)?.collect_all().await
-        }
+        task: KontextTask,
+    ) -> impl Future<Output = Result<Vec<ImageResult>, PartialFailure<ImageResult>>> + Send + 'static {
+        let submit = self.submit(task);
+        async move { submit.await.map_err(PartialFailure::new)?.images().await }
     }
 
-    /// Submits a Kontext \[pro\] task (waiting for an in-flight slot) and streams its images.
-    ///
-    /// The task is validated and serialized when this is called.
+    /// Submits a Kontext \[pro\] task (waiting for an in-flight slot) and streams
+    /// its images. A thin wrapper over [`Client::submit`].
     pub fn kontext_stream(
         &self,
-        task: ImageInference,
-    ) -> impl Future<Output = Result<KontextStream, ClientError>> + Send + '_ {
-        let prepared = prepare_kontext(&task);
-        async move { self.submit_kontext(prepared?).await }
+        task: KontextTask,
+    ) -> impl Future<Output = Result<KontextStream, ClientError>> + Send + 'static {
+        let submit = self.submit(task);
+        async move { Ok(submit.await?.images()) }
     }
 
-    async fn submit_kontext(&self, prepared: Prepared) -> Result<KontextStream, ClientError> {
-        Ok(KontextStream { inner: self.submit_prepared(prepared, None, true).await? })
-    }
-
-    /// Like [`Client::kontext_stream`], but fails with [`ClientError::Busy`] instead of waiting for a slot.
-    pub fn try_kontext_stream(&self, task: ImageInference) -> Result<KontextStream, ClientError> {
-        let prepared = prepare_kontext(&task)?;
-        let permit = self
-            .inner
-            .shared
-            .permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ClientError::Busy { limit: self.inner.shared.config.max_in_flight })?;
-        Ok(KontextStream { inner: self.register_with(prepared, Some(permit), None, true)? })
-    }
-
-    /// Submits any task as raw JSON (it needs `taskType`; a `taskUUID` is added when
-    /// missing) and streams its result items. It completes after
-    /// [`RawTask::expected_results`] distinct results (`numberResults`, or
-    /// `promptVersions` for `promptEnhance`); an async one is polled.
-    pub async fn raw_stream(&self, task: Value) -> Result<TaskStream, ClientError> {
-        let raw = RawTask::with_generated_uuid(task)?;
-        let task_type = raw.task_type().to_string();
-        let prepared = Prepared::new(&raw, raw.task_uuid(), raw.expected_results(), raw.is_async(), task_type, 256)?;
-        self.submit_prepared(prepared, None, true).await
-    }
-
-    /// Runs a raw task and waits for all its result items; a failure keeps the
-    /// items received before it.
-    pub async fn raw(
+    /// Runs any task given as JSON (it needs `taskType`; a `taskUUID` is added when
+    /// missing) and waits for all its result items; a failure keeps the items
+    /// received before it. A thin wrapper over [`Client::submit`].
+    pub fn raw(
         &self,
         task: Value,
-    ) -> Result<Vec<crate::protocol::ResultItem>, PartialFailure<crate::protocol::ResultItem>> {
-        self.raw_stream(task).await.map_err(PartialFailure::new)?.collect_all().await
-    }
-
-    /// Submits a typed task of any kind (an `imageInference` is sent as is, without
-    /// the Kontext rules; use [`Client::kontext_stream`] for those).
-    pub async fn submit(&self, task: ClientTask, timeout: Option<Duration>) -> Result<TaskStream, ClientError> {
-        let prepared = match &task {
-            ClientTask::ImageInference(t) => Prepared::new(
-                t.as_ref(),
-                t.task_uuid,
-                t.expected_results(),
-                t.delivery_method() == DeliveryMethod::Async,
-                "imageInference",
-                inference_size_hint(t),
-            )?,
-            ClientTask::Raw(r) => {
-                Prepared::new(r, r.task_uuid(), r.expected_results(), r.is_async(), r.task_type().to_string(), 256)?
-            }
-            other => {
-                let uuid = other.task_uuid().ok_or_else(|| {
-                    ClientError::Protocol(format!("{} is not a task with results", other.task_type()))
-                })?;
-                Prepared::new(other, uuid, 1, false, other.task_type().to_string(), 256)?
-            }
-        };
-        self.submit_prepared(prepared, timeout, true).await
+    ) -> impl Future<Output = Result<Vec<ResultItem>, PartialFailure<ResultItem>>> + Send + 'static {
+        let submit = Task::try_from(task).map(|t| self.submit(t));
+        async move { submit.map_err(|e| PartialFailure::new(e.into()))?.await.map_err(PartialFailure::new)?.await }
     }
 
     /// Uploads an image (data URI, base64 or URL) with `imageUpload`; the result
     /// carries `imageUUID` and `imageURL`.
-    pub async fn upload_image(&self, image: impl Into<String>) -> Result<crate::protocol::ResultItem, ClientError> {
-        let task = ClientTask::ImageUpload(ImageUpload::new(image));
-        first(self.submit(task, None).await?.collect_all().await?)
+    pub fn upload_image(
+        &self,
+        image: impl Into<String>,
+    ) -> impl Future<Output = Result<ResultItem, ClientError>> + Send + 'static {
+        let submit = self.submit(ImageUpload::new(image));
+        async move { first(submit.await?.await?) }
     }
 
     /// Stores media with `mediaStorage`; the result carries `mediaUUID` and `mediaURL`.
-    pub async fn store_media(&self, media: impl Into<String>) -> Result<crate::protocol::ResultItem, ClientError> {
-        let task = ClientTask::MediaStorage(MediaStorage::upload(media));
-        first(self.submit(task, None).await?.collect_all().await?)
+    pub fn store_media(
+        &self,
+        media: impl Into<String>,
+    ) -> impl Future<Output = Result<ResultItem, ClientError>> + Send + 'static {
+        let submit = self.submit(MediaStorage::upload(media));
+        async move { first(submit.await?.await?) }
     }
 
     /// Re-attaches to a task this client did not submit (or submitted in an earlier
@@ -375,7 +334,7 @@ impl Client {
         timeout: Option<Duration>,
     ) -> Result<TaskStream, ClientError> {
         let permit = self.acquire(timeout.unwrap_or(self.inner.shared.config.task_timeout)).await?;
-        let prepared = Prepared {
+        let prepared = submit::Prepared {
             uuid: task_uuid,
             frame: String::new(),
             expected: expected.max(1),
@@ -388,12 +347,8 @@ impl Client {
     }
 
     /// Fetches every result of `task_uuid` that the server has so far.
-    pub async fn get_response(
-        &self,
-        task_uuid: Uuid,
-        expected: u32,
-    ) -> Result<Vec<crate::protocol::ResultItem>, ClientError> {
-        Ok(self.attach(task_uuid, expected, None).await?.collect_all().await?)
+    pub async fn get_response(&self, task_uuid: Uuid, expected: u32) -> Result<Vec<ResultItem>, ClientError> {
+        Ok(self.attach(task_uuid, expected, None).await?.await?)
     }
 
     /// Watches the connection state.
@@ -406,26 +361,20 @@ impl Client {
         self.inner.shared.counters.snapshot()
     }
 
-    /// The latest reconnect delays (up to 256), oldest first: what the backoff
-    /// policy actually produced.
-    pub fn reconnect_delays(&self) -> Vec<Duration> {
-        self.inner.shared.reconnect_delays.lock().map(|d| d.iter().copied().collect()).unwrap_or_default()
-    }
-
-    /// How full the internal queues are now (all zero when the client is idle).
-    pub fn queue_depths(&self) -> QueueDepths {
+    /// What the engine holds now, for tests and debugging: the pending table's
+    /// size, the queues' depths and the latest reconnect delays.
+    pub fn diagnostics(&self) -> Diagnostics {
         let s = &self.inner.shared;
-        QueueDepths {
+        Diagnostics {
             pending: s.pending.len(),
-            outbound: s.outbound.max_capacity() - s.outbound.capacity(),
-            polls_queued: s.control.max_capacity() - s.control.capacity(),
-            poll_set: s.poll_set.lock().map(|p| p.len()).unwrap_or(0),
+            queues: QueueDepths {
+                pending: s.pending.len(),
+                outbound: s.outbound.max_capacity() - s.outbound.capacity(),
+                polls_queued: s.control.max_capacity() - s.control.capacity(),
+                poll_set: lock(&s.poll_set).len(),
+            },
+            reconnect_delays: lock(&s.reconnect_delays).iter().copied().collect(),
         }
-    }
-
-    /// Tasks in the pending table now.
-    pub fn pending(&self) -> usize {
-        self.inner.shared.pending.len()
     }
 
     /// Waits until the client is connected (or fails for good).
@@ -441,7 +390,8 @@ impl Client {
                     }
                     ConnectionState::Disconnected { last_error } => {
                         let attempts = self.inner.shared.config.reconnect.max_attempts.unwrap_or(0);
-                        return Err(ClientError::Unreachable { attempts, last_error: last_error.clone() });
+                        let cause = self.inner.shared.last_connect_error();
+                        return Err(ClientError::Unreachable { attempts, last_error: last_error.clone(), cause });
                     }
                     _ => {}
                 }
@@ -470,46 +420,17 @@ impl Client {
 
     async fn acquire(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
         let shared = &self.inner.shared;
-        if let Some(e) = shared.terminal_error() {
-            return Err(e);
-        }
-        if shared.closing.load(Ordering::Acquire) {
-            return Err(ClientError::Closed);
-        }
-        // A free slot is taken without arming a timer; the wait for one is boxed,
-        // so that every submission's future does not carry a timer's worth of state.
+        shared.check_open()?;
         if let Ok(p) = shared.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
-        Box::pin(self.wait_for_slot(timeout)).await
-    }
-
-    async fn wait_for_slot(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
-        let shared = &self.inner.shared;
-        match tokio::time::timeout(timeout, shared.permits.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok(p),
-            Ok(Err(_)) => Err(ClientError::Closed),
-            Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.state.borrow().to_string() }),
-        }
-    }
-
-    async fn submit_prepared(
-        &self,
-        prepared: Prepared,
-        timeout: Option<Duration>,
-        send: bool,
-    ) -> Result<TaskStream, ClientError> {
-        let timeout = timeout.unwrap_or(self.inner.shared.config.task_timeout);
-        // The deadline covers the wait for a slot too.
-        let deadline = deadlines::deadline_ms(&self.inner.shared, timeout);
-        let permit = self.acquire(timeout).await?;
-        self.register(prepared, Some(permit), timeout, deadline, send)
+        Box::pin(submit::wait_for_slot(shared.clone(), timeout)).await
     }
 
     /// Like [`Client::register`], with the deadline starting now.
     fn register_with(
         &self,
-        prepared: Prepared,
+        prepared: submit::Prepared,
         permit: Option<OwnedSemaphorePermit>,
         timeout: Option<Duration>,
         send: bool,
@@ -520,21 +441,16 @@ impl Client {
     }
 
     /// Puts the task in the pending table, then queues it for the writer.
-    fn register(
+    pub(crate) fn register(
         &self,
-        prepared: Prepared,
+        prepared: submit::Prepared,
         permit: Option<OwnedSemaphorePermit>,
         timeout: Duration,
         deadline_ms: u64,
         send: bool,
     ) -> Result<TaskStream, ClientError> {
         let shared = &self.inner.shared;
-        if let Some(e) = shared.terminal_error() {
-            return Err(e);
-        }
-        if shared.closing.load(Ordering::Acquire) {
-            return Err(ClientError::Closed);
-        }
+        shared.check_open()?;
         let uuid = prepared.uuid;
         let mailbox = Arc::new(Mailbox::default());
         let span = tracing::debug_span!("task", task_uuid = %uuid, task_type = %prepared.task_type);
@@ -576,19 +492,7 @@ impl Client {
     }
 }
 
-fn prepare_kontext(task: &ImageInference) -> Result<Prepared, ClientError> {
-    kontext::validate(task)?;
-    Prepared::new(
-        task,
-        task.task_uuid,
-        task.expected_results(),
-        task.delivery_method() == DeliveryMethod::Async,
-        "imageInference",
-        inference_size_hint(task),
-    )
-}
-
-fn first(mut items: Vec<crate::protocol::ResultItem>) -> Result<crate::protocol::ResultItem, ClientError> {
+fn first(mut items: Vec<ResultItem>) -> Result<ResultItem, ClientError> {
     if items.is_empty() {
         return Err(ClientError::Protocol("the task ended without a result".into()));
     }

@@ -2,6 +2,7 @@
 //! and recovery after `conflictTaskUUID`) with a growing interval, while connected.
 
 use super::shared::Shared;
+use crate::sync::lock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -21,10 +22,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let now = Instant::now();
         let mut due: Vec<Uuid> = Vec::new();
         let mut next = now + IDLE_SCAN;
-        let members: Vec<Uuid> = match shared.poll_set.lock() {
-            Ok(set) => set.iter().copied().collect(),
-            Err(_) => return,
-        };
+        let members: Vec<Uuid> = lock(&shared.poll_set).iter().copied().collect();
         let connected = shared.connected.load(Ordering::Acquire);
         let mut gone = Vec::new();
         for uuid in members {
@@ -44,7 +42,8 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             }
             next = next.min(task.next_poll);
         }
-        if let (false, Ok(mut set)) = (gone.is_empty(), shared.poll_set.lock()) {
+        if !gone.is_empty() {
+            let mut set = lock(&shared.poll_set);
             for u in &gone {
                 set.remove(u);
             }

@@ -6,6 +6,7 @@ use super::error::ClientError;
 use super::metrics::Counters;
 use super::pending::{PendingTable, PendingTask};
 use super::state::ConnectionState;
+use crate::sync::lock;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::Mutex;
@@ -52,6 +53,9 @@ pub(crate) struct Shared {
     pub(crate) session: Mutex<Option<String>>,
     /// The latest reconnect delays (bounded), for checking the policy.
     pub(crate) reconnect_delays: Mutex<std::collections::VecDeque<std::time::Duration>>,
+    /// The error of the last failed connection attempt (kept as the cause of
+    /// `Unreachable`).
+    pub(crate) last_connect_error: Mutex<Option<super::error::Cause>>,
     /// Milliseconds since `epoch` of the last inbound message.
     pub(crate) last_inbound_ms: AtomicU64,
     pub(crate) epoch: Instant,
@@ -84,6 +88,7 @@ impl Shared {
             connected: AtomicBool::new(false),
             session: Mutex::new(None),
             reconnect_delays: Mutex::new(std::collections::VecDeque::new()),
+            last_connect_error: Mutex::new(None),
             last_inbound_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -113,18 +118,32 @@ impl Shared {
         self.last_inbound_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// The error of the last failed connection attempt, if it had one.
+    pub(crate) fn last_connect_error(&self) -> Option<super::error::Cause> {
+        lock(&self.last_connect_error).clone()
+    }
+
+    /// `Err` when the client takes no new task: ended (its terminal error) or closing.
+    pub(crate) fn check_open(&self) -> Result<(), ClientError> {
+        if let Some(e) = self.terminal_error() {
+            return Err(e);
+        }
+        if self.closing.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        Ok(())
+    }
+
     pub(crate) fn terminal_error(&self) -> Option<ClientError> {
         if !self.has_terminal.load(Ordering::Acquire) {
             return None;
         }
-        self.terminal.lock().ok().and_then(|t| t.clone())
+        lock(&self.terminal).clone()
     }
 
     pub(crate) fn set_terminal(&self, err: ClientError) {
-        if let Ok(mut t) = self.terminal.lock() {
-            t.get_or_insert(err);
-            self.has_terminal.store(true, Ordering::Release);
-        }
+        lock(&self.terminal).get_or_insert(err);
+        self.has_terminal.store(true, Ordering::Release);
     }
 
     pub(crate) fn set_state(&self, state: ConnectionState) {
@@ -194,8 +213,8 @@ impl Shared {
             None => return,
         };
         // The table guard is dropped before the poll-set lock is taken.
-        if let (true, Ok(mut set)) = (newly, self.poll_set.lock()) {
-            set.insert(uuid);
+        if newly {
+            lock(&self.poll_set).insert(uuid);
         }
         // Wake the poller only if this poll is due before its own next wake-up.
         let due_ms = u64::try_from(due.duration_since(self.epoch).as_millis()).unwrap_or(u64::MAX);

@@ -5,20 +5,23 @@
 
 use super::connection::{ConnectError, establish, tls_connector};
 use super::driver::{self, Ended, Queues};
-use super::error::ClientError;
+use super::error::{Cause, ClientError, ConfigError};
 use super::metrics::Counters;
 use super::shared::Shared;
 use super::state::ConnectionState;
+use crate::sync::lock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
     let connector = match tls_connector(&shared) {
         Ok(c) => c,
-        Err(e) => return finish(&shared, ClientError::Config(e.to_string())),
+        Err(ConnectError::Config(e)) => return finish(&shared, ClientError::Config(e)),
+        Err(e) => return finish(&shared, ClientError::Config(ConfigError::new(e.to_string()))),
     };
     let mut attempt: u32 = 0;
     let mut last_error = String::new();
+    let mut last_cause: Option<Cause> = None;
     let mut ever_connected = false;
     loop {
         if shared.is_shutdown() {
@@ -27,7 +30,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
         if attempt > 0 {
             if !shared.config.reconnect.allows(attempt) {
                 tracing::warn!(attempts = attempt - 1, error = %last_error, "giving up on this outage");
-                shared.fail_all(&ClientError::Unreachable { attempts: attempt - 1, last_error: last_error.clone() });
+                shared.fail_all(&ClientError::Unreachable {
+                    attempts: attempt - 1,
+                    last_error: last_error.clone(),
+                    cause: last_cause.clone(),
+                });
                 shared.set_state(ConnectionState::Disconnected { last_error: last_error.clone() });
                 // Idle until there is work again (or shutdown).
                 while shared.pending.is_empty() && !shared.is_shutdown() {
@@ -44,7 +51,8 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
             });
             {
                 tracing::debug!(attempt, ?delay, "reconnect backoff");
-                if let Ok(mut d) = shared.reconnect_delays.lock() {
+                {
+                    let mut d = lock(&shared.reconnect_delays);
                     if d.len() == 256 {
                         d.pop_front();
                     }
@@ -83,6 +91,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                     other => {
                         tracing::info!(reason = %other, "connection lost");
                         last_error = other.to_string();
+                        last_cause = None;
                         attempt = 1;
                         shared.set_state(ConnectionState::Reconnecting {
                             attempt,
@@ -97,9 +106,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                 return finish(&shared, ClientError::Auth(e));
             }
             Err(ConnectError::Config(e)) => return finish(&shared, ClientError::Config(e)),
-            Err(ConnectError::Transport(e)) => {
-                tracing::debug!(attempt, error = %e, "connection attempt failed");
-                last_error = e;
+            Err(ConnectError::Transport { message, cause }) => {
+                tracing::debug!(attempt, error = %message, "connection attempt failed");
+                last_error = message;
+                *lock(&shared.last_connect_error) = cause.clone();
+                last_cause = cause;
                 attempt += 1;
             }
         }

@@ -8,6 +8,7 @@ use super::mailbox::{Event, Mailbox};
 use crate::protocol::{ResultItem, SharedStr};
 use base64::Engine as _;
 use futures::Stream;
+use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -42,16 +43,15 @@ impl TaskStream {
         self.expected
     }
 
-    /// Waits for every result. A failure keeps the results received before it.
-    pub async fn collect_all(mut self) -> Result<Vec<ResultItem>, PartialFailure<ResultItem>> {
-        let mut out = Vec::with_capacity(self.expected as usize);
-        while let Some(r) = self.next_result().await {
-            match r {
-                Ok(item) => out.push(item),
-                Err(error) => return Err(PartialFailure { received: out, error }),
-            }
-        }
-        Ok(out)
+    /// Waits for every result (what awaiting the stream does). A failure keeps the
+    /// results received before it.
+    pub fn collect_all(self) -> Collect<ResultItem> {
+        Collect::new(self, Ok)
+    }
+
+    /// The same task's results as typed Kontext images.
+    pub fn images(self) -> KontextStream {
+        KontextStream { inner: self }
     }
 
     /// The next result, straight from the mailbox (what `poll_next` yields, without
@@ -91,6 +91,67 @@ impl Stream for TaskStream {
         }
         // The deadline keeper fails the task through the mailbox when it is overdue.
         Poll::Pending
+    }
+}
+
+impl IntoFuture for TaskStream {
+    type Output = Result<Vec<ResultItem>, PartialFailure<ResultItem>>;
+    type IntoFuture = Collect<ResultItem>;
+
+    /// Awaiting a `TaskStream` waits for all its results.
+    fn into_future(self) -> Collect<ResultItem> {
+        self.collect_all()
+    }
+}
+
+/// Every result of a task, awaited: a [`TaskStream`] or [`KontextStream`] `.await`ed
+/// (or `collect_all()`). A failure keeps the results received before it
+/// ([`PartialFailure`]). Dropping it cancels the task.
+#[must_use = "futures do nothing unless polled"]
+pub struct Collect<T> {
+    stream: TaskStream,
+    out: Vec<T>,
+    decode: fn(ResultItem) -> Result<T, ClientError>,
+}
+
+impl<T> std::fmt::Debug for Collect<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collect").field("task_uuid", &self.stream.uuid).field("received", &self.out.len()).finish()
+    }
+}
+
+// Nothing in a `Collect` is pinned: its results are plain values it moves out.
+impl<T> Unpin for Collect<T> {}
+
+impl<T> Collect<T> {
+    fn new(stream: TaskStream, decode: fn(ResultItem) -> Result<T, ClientError>) -> Collect<T> {
+        Collect { out: Vec::with_capacity(stream.expected as usize), stream, decode }
+    }
+}
+
+impl<T> Future for Collect<T> {
+    type Output = Result<Vec<T>, PartialFailure<T>>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        loop {
+            if this.stream.done {
+                return Poll::Ready(Ok(std::mem::take(&mut this.out)));
+            }
+            let event = std::task::ready!(this.stream.mailbox.poll_pop(cx));
+            let error = match this.stream.on_event(event) {
+                None => return Poll::Ready(Ok(std::mem::take(&mut this.out))),
+                Some(Ok(item)) => match (this.decode)(item) {
+                    Ok(v) => {
+                        this.out.push(v);
+                        continue;
+                    }
+                    Err(error) => error,
+                },
+                Some(Err(error)) => error,
+            };
+            return Poll::Ready(Err(PartialFailure { received: std::mem::take(&mut this.out), error }));
+        }
     }
 }
 
@@ -189,16 +250,20 @@ impl KontextStream {
         self.inner.expected
     }
 
-    /// Waits for every image. A failure keeps the images received before it.
-    pub async fn collect_all(mut self) -> Result<Vec<ImageResult>, PartialFailure<ImageResult>> {
-        let mut out = Vec::with_capacity(self.inner.expected as usize);
-        while let Some(r) = self.inner.next_result().await {
-            match r.and_then(ImageResult::try_from) {
-                Ok(image) => out.push(image),
-                Err(error) => return Err(PartialFailure { received: out, error }),
-            }
-        }
-        Ok(out)
+    /// Waits for every image (what awaiting the stream does). A failure keeps the
+    /// images received before it.
+    pub fn collect_all(self) -> Collect<ImageResult> {
+        Collect::new(self.inner, ImageResult::try_from)
+    }
+}
+
+impl IntoFuture for KontextStream {
+    type Output = Result<Vec<ImageResult>, PartialFailure<ImageResult>>;
+    type IntoFuture = Collect<ImageResult>;
+
+    /// Awaiting a `KontextStream` waits for all its images.
+    fn into_future(self) -> Collect<ImageResult> {
+        self.collect_all()
     }
 }
 

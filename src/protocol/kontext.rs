@@ -23,6 +23,7 @@ use super::inference::{
 use super::reference::ReferenceImage;
 use super::tag;
 use super::validation::{ValidationError, Violation};
+use serde::Serialize;
 use serde_json::{Map, Value};
 use std::fmt;
 use std::path::PathBuf;
@@ -485,7 +486,7 @@ impl KontextBuilder {
     }
 
     /// Checks every rule and returns the task, or every violation at once.
-    pub fn build(self) -> Result<ImageInference, ValidationError> {
+    pub fn build(self) -> Result<KontextTask, ValidationError> {
         let mut violations = Vec::new();
         let (mut width, mut height) = (self.width, self.height);
         if let Some(text) = &self.size_text {
@@ -560,7 +561,62 @@ impl KontextBuilder {
         }
         violations.sort_by_key(|v| parameter_order(&v.parameter));
         ValidationError::from_violations(violations)?;
-        Ok(task)
+        Ok(KontextTask(task))
+    }
+}
+
+/// A Kontext \[pro\] task that passed every rule. Only [`KontextBuilder::build`]
+/// and [`KontextTask::try_from`] (for a parsed [`ImageInference`]) make one, and it
+/// cannot be changed afterwards, so it is validated exactly once: the client sends
+/// it without checking again. It reads as an [`ImageInference`] (`Deref`) and
+/// serializes as one.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct KontextTask(ImageInference);
+
+impl KontextTask {
+    /// The task's UUID.
+    pub fn task_uuid(&self) -> Uuid {
+        self.0.task_uuid
+    }
+
+    /// The same task under another taskUUID (the UUID is not subject to any rule).
+    pub fn with_task_uuid(mut self, uuid: Uuid) -> KontextTask {
+        self.0.task_uuid = uuid;
+        self
+    }
+
+    /// The wire form, to read.
+    pub fn as_inference(&self) -> &ImageInference {
+        &self.0
+    }
+
+    /// The wire form, to change (and validate again through `try_from`).
+    pub fn into_inner(self) -> ImageInference {
+        self.0
+    }
+}
+
+impl std::ops::Deref for KontextTask {
+    type Target = ImageInference;
+    fn deref(&self) -> &ImageInference {
+        &self.0
+    }
+}
+
+impl TryFrom<ImageInference> for KontextTask {
+    type Error = ValidationError;
+
+    /// Checks `task` against every Kontext \[pro\] rule (its model must be `bfl:3@1`).
+    fn try_from(task: ImageInference) -> Result<KontextTask, ValidationError> {
+        validate(&task)?;
+        Ok(KontextTask(task))
+    }
+}
+
+impl From<KontextTask> for ImageInference {
+    fn from(task: KontextTask) -> ImageInference {
+        task.0
     }
 }
 

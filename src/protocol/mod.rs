@@ -20,7 +20,7 @@ pub use error::{ApiError, ErrorKind, ErrorParameter, RetryAdvice};
 pub use inference::{
     BflSettings, DeliveryMethod, ImageInference, Inputs, OutputFormat, OutputType, ProviderSettings, Safety, SafetyMode,
 };
-pub use kontext::{Kontext, KontextBuilder, KontextSize};
+pub use kontext::{Kontext, KontextBuilder, KontextSize, KontextTask};
 pub use reference::{ReferenceImage, sniff_image_mime};
 pub use result::{ResultItem, TaskStatus};
 pub use shared_str::SharedStr;

@@ -310,6 +310,12 @@ impl From<ImageInference> for ClientTask {
     }
 }
 
+impl From<super::KontextTask> for ClientTask {
+    fn from(t: super::KontextTask) -> Self {
+        ClientTask::ImageInference(Box::new(t.into_inner()))
+    }
+}
+
 /// Serializes tasks as one client frame: a JSON array.
 pub fn encode_frame(tasks: &[ClientTask]) -> Result<String, serde_json::Error> {
     serde_json::to_string(tasks)

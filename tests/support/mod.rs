@@ -57,7 +57,7 @@ pub async fn plain_server(reply: Reply) -> (String, tokio::task::JoinHandle<()>)
 }
 
 /// `n` valid Kontext tasks with distinct prompts.
-pub fn kontext_tasks(n: usize) -> Vec<runware_ws::ImageInference> {
+pub fn kontext_tasks(n: usize) -> Vec<runware_ws::KontextTask> {
     (0..n)
         .map(|i| {
             runware_ws::Kontext::builder()

@@ -8,7 +8,7 @@ use super::embedded::Endpoint;
 use super::error::CliError;
 use super::output::{Output, dollars};
 use runware_ws::client::{ImageResult, PartialFailure};
-use runware_ws::protocol::{ClientTask, ImageInference, Kontext, KontextSize, encode_frame};
+use runware_ws::protocol::{ClientTask, Kontext, KontextSize, KontextTask, encode_frame};
 use std::path::Path;
 use std::time::Duration;
 use uuid::Uuid;
@@ -37,13 +37,13 @@ pub async fn run(api: ApiArgs, args: EditArgs, out: &Output) -> Result<u8, CliEr
     result
 }
 
-async fn submit(endpoint: &Endpoint, args: EditArgs, task: ImageInference, out: &Output) -> Result<u8, CliError> {
+async fn submit(endpoint: &Endpoint, args: EditArgs, task: KontextTask, out: &Output) -> Result<u8, CliError> {
     let client = endpoint.connect(|b| b.task_timeout(args.timeout).max_in_flight(1)).await?;
     let saver = Saver::new(DOWNLOADS, !args.no_download)?;
-    let task_uuid = task.task_uuid;
+    let task_uuid = task.task_uuid();
     let fallback = task.output_format().extension();
     let images = match client.kontext_stream(task).await {
-        Ok(stream) => stream.collect_all().await,
+        Ok(stream) => stream.await,
         Err(e) => Err(PartialFailure::new(e)),
     };
     let images = match images {
@@ -68,7 +68,7 @@ async fn submit(endpoint: &Endpoint, args: EditArgs, task: ImageInference, out: 
 }
 
 /// The task the flags describe (reads local reference images: blocking).
-pub fn build_task(args: &EditArgs) -> Result<ImageInference, runware_ws::ValidationError> {
+pub fn build_task(args: &EditArgs) -> Result<KontextTask, runware_ws::ValidationError> {
     let mut b = Kontext::builder().prompt(args.prompt.clone());
     if let Some(u) = args.task_uuid {
         b = b.task_uuid(u);

@@ -79,7 +79,7 @@ impl CliError {
             ClientError::Auth(api) => CliError::Auth { url: url.to_string(), reason: api.to_string() },
             ClientError::Unreachable { .. } => CliError::Connect { url: url.to_string(), reason: e.to_string() },
             ClientError::Validation(v) => CliError::Invalid(v),
-            ClientError::Config(reason) => CliError::Usage(reason),
+            ClientError::Config(reason) => CliError::Usage(reason.to_string()),
             other => CliError::Task(other),
         }
     }

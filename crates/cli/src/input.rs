@@ -14,20 +14,33 @@
 //! checked against every Kontext \[pro\] rule; other task types go as [`RawTask`].
 
 use super::edit::is_remote_or_inline;
-use runware_ws::protocol::kontext::{self, MODEL, rules};
+use runware_ws::protocol::kontext::{MODEL, rules};
 use runware_ws::protocol::{
-    DeliveryMethod, ImageInference, KontextSize, OutputFormat, OutputType, ProviderSettings, RawTask, ReferenceImage,
-    Safety, ValidationError, Violation,
+    DeliveryMethod, ImageInference, KontextSize, KontextTask, OutputFormat, OutputType, ProviderSettings, RawTask,
+    ReferenceImage, Safety, ValidationError, Violation,
 };
 use serde_json::{Map, Value};
 use std::path::Path;
 use uuid::Uuid;
 
+/// `task` under `task_uuid`, asking for `count` results, with `seed` when given.
+fn adjusted(task: &ImageInference, task_uuid: Uuid, count: u32, seed: Option<u64>) -> ImageInference {
+    let mut t = task.clone();
+    t.task_uuid = task_uuid;
+    if count != t.expected_results() {
+        t.number_results = Some(count);
+    }
+    if seed.is_some() {
+        t.seed = seed;
+    }
+    t
+}
+
 /// A task ready to submit.
 #[derive(Clone, Debug)]
 pub enum Task {
     /// `imageInference` for `bfl:3@1`, every Kontext rule checked.
-    Kontext(Box<ImageInference>),
+    Kontext(Box<KontextTask>),
     /// `imageInference` for another model.
     Inference(Box<ImageInference>),
     /// Any other task type.
@@ -38,7 +51,8 @@ impl Task {
     /// The file extension to use when an image's bytes are not recognised.
     pub fn fallback_ext(&self) -> &'static str {
         match self {
-            Task::Kontext(t) | Task::Inference(t) => t.output_format().extension(),
+            Task::Kontext(t) => t.output_format().extension(),
+            Task::Inference(t) => t.output_format().extension(),
             Task::Raw(r) => {
                 match r.as_object().get("outputFormat").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref()
                 {
@@ -54,7 +68,8 @@ impl Task {
     /// counts for a raw task).
     pub fn wanted(&self) -> u32 {
         match self {
-            Task::Kontext(t) | Task::Inference(t) => t.expected_results(),
+            Task::Kontext(t) => t.expected_results(),
+            Task::Inference(t) => t.expected_results(),
             Task::Raw(r) => r.expected_results(),
         }
     }
@@ -62,7 +77,8 @@ impl Task {
     /// The seed the line sets, if any.
     pub fn seed(&self) -> Option<u64> {
         match self {
-            Task::Kontext(t) | Task::Inference(t) => t.seed,
+            Task::Kontext(t) => t.seed,
+            Task::Inference(t) => t.seed,
             Task::Raw(r) => r.as_object().get("seed").and_then(Value::as_u64),
         }
     }
@@ -71,20 +87,15 @@ impl Task {
     /// `count` results, with `seed` when the line sets one.
     pub fn for_attempt(&self, task_uuid: Uuid, count: u32, seed: Option<u64>) -> Result<Task, LineError> {
         match self {
-            Task::Kontext(t) | Task::Inference(t) => {
-                let mut t = t.clone();
-                t.task_uuid = task_uuid;
-                if count != t.expected_results() {
-                    t.number_results = Some(count);
-                }
-                if seed.is_some() {
-                    t.seed = seed;
-                }
-                Ok(match self {
-                    Task::Kontext(_) => Task::Kontext(t),
-                    _ => Task::Inference(t),
-                })
+            // Only the taskUUID changes: the validated task stays validated.
+            Task::Kontext(t) if count == t.expected_results() && seed.is_none() => {
+                Ok(Task::Kontext(Box::new(t.as_ref().clone().with_task_uuid(task_uuid))))
             }
+            // A new count or seed is checked against the rules again.
+            Task::Kontext(t) => KontextTask::try_from(adjusted(t.as_inference(), task_uuid, count, seed))
+                .map(|t| Task::Kontext(Box::new(t)))
+                .map_err(LineError::violations),
+            Task::Inference(t) => Ok(Task::Inference(Box::new(adjusted(t, task_uuid, count, seed)))),
             Task::Raw(r) => {
                 let mut obj = r.as_object().clone();
                 obj.insert("taskUUID".into(), Value::String(task_uuid.to_string()));
@@ -200,7 +211,7 @@ pub fn build(value: Value, task_uuid: Uuid, base_dir: &Path) -> Result<Task, Lin
         LineError::violations(Violation::new(parameter, text, "the line").into())
     })?;
     if kontext {
-        kontext::validate(&task).map_err(LineError::violations)?;
+        let task = KontextTask::try_from(task).map_err(LineError::violations)?;
         Ok(Task::Kontext(Box::new(task)))
     } else {
         Ok(Task::Inference(Box::new(task)))

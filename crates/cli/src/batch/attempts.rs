@@ -28,7 +28,7 @@ use crate::input::Task;
 use crate::output::human_duration;
 use futures::StreamExt;
 use runware_ws::client::{ClientError, ImageResult, KontextStream, Lookup, TaskStream};
-use runware_ws::protocol::{ClientTask, ErrorKind, ResultItem, RetryAdvice};
+use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -72,8 +72,8 @@ impl Running {
 async fn submit(ctx: &Ctx, task: Task) -> Result<Running, ClientError> {
     match task {
         Task::Kontext(t) => ctx.client.kontext_stream(*t).await.map(Running::Kontext),
-        Task::Inference(t) => ctx.client.submit(ClientTask::ImageInference(t), None).await.map(Running::Task),
-        Task::Raw(r) => ctx.client.submit(ClientTask::Raw(r), None).await.map(Running::Task),
+        Task::Inference(t) => ctx.client.submit(*t).await.map(Running::Task),
+        Task::Raw(r) => ctx.client.submit(r).await.map(Running::Task),
     }
 }
 

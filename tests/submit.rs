@@ -1,0 +1,96 @@
+//! One way to submit: `Client::submit` takes every kind of task, returns an owned
+//! handle (a stream, or awaited for all results), and applies a per-call timeout
+//! and `no_wait` to every kind.
+
+use futures::StreamExt;
+use runware_emulator::{Emulator, EmulatorHandle, Latency};
+use runware_ws::protocol::{ImageUpload, MediaStorage, RawTask};
+use runware_ws::{Client, ClientError, ImageInference, Kontext, KontextSize, KontextTask, Task};
+use serde_json::json;
+use std::time::Duration;
+
+const KEY: &str = "submit-key";
+const PIXEL: &str = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==";
+
+async fn emulator(latency: Duration) -> EmulatorHandle {
+    Emulator::builder().api_key(KEY).latency(Latency::Fixed(latency)).render_divisor(16).start().await.expect("starts")
+}
+
+async fn client(emu: &EmulatorHandle, in_flight: usize) -> Client {
+    Client::builder().url(emu.ws_url()).api_key(KEY).max_in_flight(in_flight).connect().await.expect("connects")
+}
+
+fn edit(n: u32) -> KontextTask {
+    Kontext::builder().prompt("Make it snow").size(KontextSize::R1x1).number_results(n).build().expect("valid")
+}
+
+#[tokio::test]
+async fn every_kind_of_task_goes_through_submit_and_the_handle_is_owned() {
+    let emu = emulator(Duration::from_millis(5)).await;
+    let c = client(&emu, 8).await;
+
+    // Typed Kontext: awaited for all results, from a spawned task that owns nothing
+    // of the caller's (the futures are 'static).
+    let submit = c.submit(edit(2));
+    let uuid = submit.task_uuid().expect("a valid task has its UUID");
+    let all = tokio::spawn(async move { submit.await?.await.map_err(ClientError::from) });
+    let items = all.await.expect("the spawned task ran").expect("two results");
+    assert_eq!(items.len(), 2);
+    assert!(items.iter().all(|i| i.task_uuid == Some(uuid)));
+
+    // As a stream of typed images.
+    let mut images = c.submit(edit(3)).await.expect("submitted").images();
+    let mut seen = 0;
+    while let Some(image) = images.next().await {
+        image.expect("an image");
+        seen += 1;
+    }
+    assert_eq!(seen, 3);
+
+    // Raw JSON, an upload and a media operation.
+    let raw = Task::try_from(json!({"taskType": "promptEnhance", "prompt": "a quiet harbour at dawn",
+        "promptMaxLength": 64, "promptVersions": 2}))
+    .expect("a raw task");
+    assert_eq!(c.submit(raw).await.expect("submitted").await.expect("enhanced").len(), 2);
+    let uploaded = c.submit(ImageUpload::new(PIXEL)).await.expect("submitted").await.expect("uploaded");
+    assert!(uploaded[0].image_uuid.is_some(), "{uploaded:?}");
+    let stored = c.submit(MediaStorage::upload(PIXEL)).await.expect("submitted").await.expect("stored");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(emu.stats().double_executed, 0);
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_bfl_inference_not_from_the_builder_is_checked_against_the_kontext_rules() {
+    let emu = emulator(Duration::from_millis(5)).await;
+    let c = client(&emu, 8).await;
+    let mut wire: ImageInference = edit(1).into_inner();
+    wire.output_quality = Some(5); // Kontext [pro] allows 20 to 99
+    let refused = c.submit(wire.clone()).await.expect_err("refused before sending");
+    assert!(matches!(&refused, ClientError::Validation(v) if v.to_string().contains("outputQuality")), "{refused}");
+    assert!(KontextTask::try_from(wire).is_err(), "the same rules make a KontextTask");
+    assert_eq!(emu.stats().tasks_received, 0, "nothing was sent");
+    emu.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_per_call_timeout_and_no_wait_apply_to_every_kind() {
+    let emu = emulator(Duration::from_secs(30)).await;
+    let c = client(&emu, 1).await;
+    // A raw task with its own short deadline fails on time.
+    let raw = RawTask::with_generated_uuid(json!({"taskType": "imageInference", "model": "bfl:3@1",
+        "positivePrompt": "a slow picture", "width": 1024, "height": 1024}))
+    .expect("a raw task");
+    let slow = c.submit(raw).timeout(Duration::from_millis(200)).await.expect("submitted");
+    let failed = slow.await.expect_err("the deadline passes first");
+    assert!(matches!(failed.error, ClientError::Timeout { .. }), "{}", failed.error);
+
+    // With the only slot taken, an upload that must not wait is refused at once,
+    // and one that may wait times out waiting for the slot.
+    let _held = c.submit(edit(1)).await.expect("takes the only slot");
+    let busy = c.submit(ImageUpload::new(PIXEL)).no_wait().await.expect_err("no free slot");
+    assert!(matches!(busy, ClientError::Busy { limit: 1 }), "{busy}");
+    let waited = c.submit(ImageUpload::new(PIXEL)).timeout(Duration::from_millis(100)).await;
+    assert!(matches!(waited, Err(ClientError::Timeout { .. })), "{waited:?}");
+    emu.shutdown().await;
+}
