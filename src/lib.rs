@@ -21,9 +21,9 @@ pub mod redact;
 mod sync;
 
 pub use client::{
-    Client, ClientBuilder, ClientConfig, ClientError, Collect, ConnectionState, Diagnostics, ImageOutput, ImageResult,
-    Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths, ReconnectPolicy, Submit, Task,
-    TaskStream,
+    Client, ClientBuilder, ClientConfig, ClientError, Collect, ConnectTimings, ConnectionState, Diagnostics,
+    ImageOutput, ImageResult, Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths,
+    ReconnectPolicy, Submit, Task, TaskStream,
 };
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, KontextTask, ReferenceImage,

@@ -476,3 +476,27 @@ async fn close_finishes_in_flight_work_then_refuses() {
     assert_eq!(*c.state().borrow(), ConnectionState::Closed);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_application_ping_is_answered_and_timed() {
+    let emu = emulator(Latency::Fixed(Duration::from_millis(5))).await;
+    let c = client(&emu, 4).await;
+    let before = emu.stats().pings;
+    let rtt = c.ping(Duration::from_secs(5)).await.expect("a pong");
+    assert!(rtt < Duration::from_secs(5));
+    assert!(emu.stats().pings > before, "the ping reached the server");
+    let timings = c.diagnostics().last_connect.expect("the connection was timed");
+    assert!(timings.handshake > Duration::ZERO && timings.authentication > Duration::ZERO, "{timings:?}");
+    // A half-open server never answers: the ping times out instead of hanging.
+    let silent = Client::builder()
+        .url(emu.ws_url())
+        .api_key(KEY)
+        .keepalive(Keepalive { idle: Duration::from_secs(60), timeout: Duration::from_secs(60) })
+        .connect()
+        .await
+        .expect("connects");
+    emu.inject(Fault::HalfOpen);
+    let timed_out = silent.ping(Duration::from_millis(300)).await;
+    assert!(matches!(timed_out, Err(ClientError::Timeout { .. })), "{timed_out:?}");
+    emu.shutdown().await;
+}

@@ -46,6 +46,7 @@ impl ConnectError {
 
 /// An authenticated connection.
 pub(crate) struct Established {
+    pub(crate) timings: super::ConnectTimings,
     pub(crate) ws: Ws,
     pub(crate) session: String,
     pub(crate) resumed: bool,
@@ -84,6 +85,7 @@ pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<E
         .as_str()
         .into_client_request()
         .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))?;
+    let started = std::time::Instant::now();
     let connect =
         tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config(shared)), true, Some(connector));
     let (mut ws, _) = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
@@ -99,6 +101,7 @@ pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<E
         Ok(Err(e)) => return Err(ConnectError::from_ws(e)),
         Ok(Ok(pair)) => pair,
     };
+    let handshake = started.elapsed();
     let previous = lock(&shared.session).clone();
     let auth = ClientTask::Authentication(Authentication::new(shared.config.api_key.clone(), previous.clone()));
     let frame = encode_frame(std::slice::from_ref(&auth))
@@ -112,7 +115,8 @@ pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<E
         Ok(Ok(session)) => {
             let resumed = previous.as_deref() == Some(session.as_str());
             *lock(&shared.session) = Some(session.clone());
-            Ok(Established { ws, session, resumed })
+            let timings = super::ConnectTimings { handshake, authentication: started.elapsed() - handshake };
+            Ok(Established { timings, ws, session, resumed })
         }
     }
 }

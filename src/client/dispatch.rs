@@ -42,7 +42,9 @@ impl Shared {
         let Some(uuid) = item.task_uuid else {
             // Pongs and authentication replies carry no taskUUID.
             let kind = item.task_type.as_deref().unwrap_or_default();
-            if kind != "ping" && kind != "authentication" {
+            if item.pong == Some(true) {
+                self.pongs.send_modify(|n| *n += 1);
+            } else if kind != "ping" && kind != "authentication" {
                 Counters::add(&self.counters.unknown_items, 1);
                 tracing::debug!(task_type = kind, "item without taskUUID");
             }

@@ -186,6 +186,12 @@ impl Writer<'_> {
                     return r.unwrap_or_else(|e| Ended::Failed(format!("reader stopped: {e}")));
                 }
                 _ = shutdown => {}
+                _ = self.shared.ping_now.notified() => {
+                    if let Err(e) = self.send_text(r#"[{"taskType":"ping","ping":true}]"#.to_string()).await {
+                        return e;
+                    }
+                    Counters::add(&self.shared.counters.pings, 1);
+                }
                 _ = self.shared.sweep.notified() => {
                     if let Err(e) = self.resend_pending().await {
                         return e;

@@ -217,6 +217,16 @@ impl ClientBuilder {
     }
 }
 
+/// How long the last connection took: see [`Diagnostics::last_connect`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectTimings {
+    /// TCP connect, TLS and the WebSocket handshake.
+    pub handshake: Duration,
+    /// From sending `authentication` to its reply.
+    pub authentication: Duration,
+}
+
 /// What the engine holds at one moment: see [`Client::diagnostics`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -228,6 +238,8 @@ pub struct Diagnostics {
     /// The latest reconnect delays (up to 256), oldest first: what the backoff
     /// policy actually produced.
     pub reconnect_delays: Vec<Duration>,
+    /// How long the last connection took to open and to authenticate.
+    pub last_connect: Option<ConnectTimings>,
 }
 
 /// Depths of the client's queues: see [`Client::diagnostics`].
@@ -374,6 +386,29 @@ impl Client {
                 poll_set: lock(&s.poll_set).len(),
             },
             reconnect_delays: lock(&s.reconnect_delays).iter().copied().collect(),
+            last_connect: *lock(&s.last_connect),
+        }
+    }
+
+    /// Sends an application-level ping (`{"taskType":"ping","ping":true}`) on the
+    /// current connection and returns the time until a pong arrives, or
+    /// [`ClientError::Timeout`] after `timeout` (a reconnect in between counts
+    /// against it). A keepalive pong already on its way may answer it early.
+    pub async fn ping(&self, timeout: Duration) -> Result<Duration, ClientError> {
+        let shared = &self.inner.shared;
+        shared.check_open()?;
+        let mut pongs = shared.pongs.subscribe();
+        pongs.borrow_and_update();
+        let started = Instant::now();
+        let wait = async {
+            self.wait_connected().await?;
+            shared.ping_now.notify_one();
+            pongs.changed().await.map_err(|_| ClientError::Closed)
+        };
+        match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => Ok(started.elapsed()),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.state.borrow().to_string() }),
         }
     }
 

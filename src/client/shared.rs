@@ -56,6 +56,12 @@ pub(crate) struct Shared {
     /// The error of the last failed connection attempt (kept as the cause of
     /// `Unreachable`).
     pub(crate) last_connect_error: Mutex<Option<super::error::Cause>>,
+    /// How long the last connection took to open and to authenticate.
+    pub(crate) last_connect: Mutex<Option<super::ConnectTimings>>,
+    /// Counts the pongs received (`Client::ping` waits for the next one).
+    pub(crate) pongs: watch::Sender<u64>,
+    /// Asks the writer for an application-level ping now.
+    pub(crate) ping_now: Notify,
     /// Milliseconds since `epoch` of the last inbound message.
     pub(crate) last_inbound_ms: AtomicU64,
     pub(crate) epoch: Instant,
@@ -89,6 +95,9 @@ impl Shared {
             session: Mutex::new(None),
             reconnect_delays: Mutex::new(std::collections::VecDeque::new()),
             last_connect_error: Mutex::new(None),
+            last_connect: Mutex::new(None),
+            pongs: watch::channel(0).0,
+            ping_now: Notify::new(),
             last_inbound_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }

@@ -79,6 +79,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                     Counters::add(&shared.counters.sessions_resumed, 1);
                 }
                 ever_connected = true;
+                *lock(&shared.last_connect) = Some(est.timings);
                 tracing::info!(generation, resumed = est.resumed, "connected");
                 shared.connected.store(true, Ordering::Release);
                 shared.set_state(ConnectionState::Connected { session: est.session.clone() });

@@ -3,8 +3,10 @@
 //! temporary file in the target directory and renamed into place, so a file with
 //! the final name is always complete.
 
+use super::batch::journal::ImageRecord;
 use super::error::CliError;
 use runware_ws::client::ImageOutput;
+use runware_ws::client::ImageResult;
 use runware_ws::protocol::sniff_image_mime;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -190,6 +192,22 @@ pub fn file_safe(s: &str) -> String {
 /// The first 8 hex digits of a UUID.
 pub fn short_uuid(u: &uuid::Uuid) -> String {
     u.simple().to_string()[..8].to_string()
+}
+
+/// Saves a task's images as `DIR/PREFIX-IMAGEUUID.EXT`, concurrently.
+pub async fn save_images(
+    saver: &Saver,
+    images: Vec<ImageResult>,
+    dir: &Path,
+    prefix: &str,
+    fallback_ext: &str,
+) -> Result<Vec<ImageRecord>, CliError> {
+    let jobs = images.into_iter().map(|img| async move {
+        let stem = format!("{prefix}-{}", file_safe(img.image_uuid.as_str()));
+        let saved = saver.save(&img.output, dir, &stem, fallback_ext).await?;
+        Ok::<_, CliError>(ImageRecord::new(&img, saved.path.as_deref()))
+    });
+    futures::future::join_all(jobs).await.into_iter().collect()
 }
 
 #[cfg(test)]

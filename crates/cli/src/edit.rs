@@ -2,16 +2,14 @@
 
 use super::EXIT_OK;
 use super::args::{ApiArgs, EditArgs};
-use super::batch::journal::ImageRecord;
-use super::download::{Saver, file_safe, short_uuid};
+use super::download::{Saver, save_images, short_uuid};
 use super::embedded::Endpoint;
 use super::error::CliError;
-use super::output::{Output, dollars};
-use runware_ws::client::{ImageResult, PartialFailure};
+use super::input::is_remote_or_inline;
+use super::output::{Output, report};
+use runware_ws::client::PartialFailure;
 use runware_ws::protocol::{ClientTask, Kontext, KontextSize, KontextTask, encode_frame};
-use std::path::Path;
 use std::time::Duration;
-use uuid::Uuid;
 
 /// Concurrent downloads of one task's images.
 const DOWNLOADS: usize = 4;
@@ -117,49 +115,4 @@ pub fn build_task(args: &EditArgs) -> Result<KontextTask, runware_ws::Validation
         b = b.safety_tolerance(t);
     }
     b.build()
-}
-
-/// URLs, data URIs and image UUIDs go to the API as they are; anything else is a local file.
-pub fn is_remote_or_inline(image: &str) -> bool {
-    let t = image.trim();
-    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
-    lower.starts_with("http://")
-        || lower.starts_with("https://")
-        || lower.starts_with("data:")
-        || (t.len() == 36 && Uuid::parse_str(t).is_ok())
-}
-
-/// Saves a task's images as `DIR/PREFIX-IMAGEUUID.EXT`, concurrently.
-pub async fn save_images(
-    saver: &Saver,
-    images: Vec<ImageResult>,
-    dir: &Path,
-    prefix: &str,
-    fallback_ext: &str,
-) -> Result<Vec<ImageRecord>, CliError> {
-    let jobs = images.into_iter().map(|img| async move {
-        let stem = format!("{prefix}-{}", file_safe(img.image_uuid.as_str()));
-        let saved = saver.save(&img.output, dir, &stem, fallback_ext).await?;
-        Ok::<_, CliError>(ImageRecord::new(&img, saved.path.as_deref()))
-    });
-    futures::future::join_all(jobs).await.into_iter().collect()
-}
-
-/// One line per image (or one JSON document).
-pub fn report(out: &Output, task_uuid: Uuid, images: &[ImageRecord]) {
-    if out.json {
-        out.json_value(&serde_json::json!({ "taskUUID": task_uuid, "images": images }));
-        return;
-    }
-    for img in images {
-        let place = img.path.as_deref().or(img.image_url.as_deref()).unwrap_or("(no file)");
-        let mut line = format!("{place}  imageUUID {}", img.image_uuid);
-        if let Some(seed) = img.seed {
-            line.push_str(&format!("  seed {seed}"));
-        }
-        if let Some(cost) = img.cost {
-            line.push_str(&format!("  cost {}", dollars(cost)));
-        }
-        out.line(&line);
-    }
 }

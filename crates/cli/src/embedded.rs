@@ -101,16 +101,6 @@ impl Endpoint {
         }
     }
 
-    /// The API key (only to put it on the wire).
-    pub fn api_key(&self) -> &ApiKey {
-        &self.api_key
-    }
-
-    /// How long a connection may take.
-    pub fn connect_timeout(&self) -> Duration {
-        self.connect_timeout
-    }
-
     /// Stops the embedded emulator, if any.
     pub async fn shutdown(self) {
         if let Some(h) = self.embedded {

@@ -13,7 +13,6 @@
 //! `imageInference` lines are parsed as [`ImageInference`] and, for `bfl:3@1`,
 //! checked against every Kontext \[pro\] rule; other task types go as [`RawTask`].
 
-use super::edit::is_remote_or_inline;
 use runware_ws::protocol::kontext::{MODEL, rules};
 use runware_ws::protocol::{
     DeliveryMethod, ImageInference, KontextSize, KontextTask, OutputFormat, OutputType, ProviderSettings, RawTask,
@@ -402,6 +401,16 @@ fn enum_field<T: serde::de::DeserializeOwned>(
 fn short(v: &Value) -> String {
     let s = v.to_string();
     if s.len() > 60 { format!("{}…", &s[..s.floor_char_boundary(60)]) } else { s }
+}
+
+/// URLs, data URIs and image UUIDs go to the API as they are; anything else is a local file.
+pub fn is_remote_or_inline(image: &str) -> bool {
+    let t = image.trim();
+    let lower = t.get(..8).unwrap_or(t).to_ascii_lowercase();
+    lower.starts_with("http://")
+        || lower.starts_with("https://")
+        || lower.starts_with("data:")
+        || (t.len() == 36 && Uuid::parse_str(t).is_ok())
 }
 
 #[cfg(test)]

@@ -1,10 +1,12 @@
 //! Where things are printed: results on stdout (text or `--json`), notices and
 //! errors on stderr (notices silenced by `-q`).
 
+use super::batch::journal::ImageRecord;
 use runware_ws::redact::Redactor;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::OnceLock;
+use uuid::Uuid;
 
 /// The secrets removed from everything this tool prints (set once, in `main`).
 static REDACTOR: OnceLock<Redactor> = OnceLock::new();
@@ -84,5 +86,24 @@ pub fn human_duration(d: std::time::Duration) -> String {
         } else {
             format!("{} h {:02} min", whole / 3600, (whole % 3600) / 60)
         }
+    }
+}
+
+/// One line per image (or one JSON document).
+pub fn report(out: &Output, task_uuid: Uuid, images: &[ImageRecord]) {
+    if out.json {
+        out.json_value(&serde_json::json!({ "taskUUID": task_uuid, "images": images }));
+        return;
+    }
+    for img in images {
+        let place = img.path.as_deref().or(img.image_url.as_deref()).unwrap_or("(no file)");
+        let mut line = format!("{place}  imageUUID {}", img.image_uuid);
+        if let Some(seed) = img.seed {
+            line.push_str(&format!("  seed {seed}"));
+        }
+        if let Some(cost) = img.cost {
+            line.push_str(&format!("  cost {}", dollars(cost)));
+        }
+        out.line(&line);
     }
 }

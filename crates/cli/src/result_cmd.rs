@@ -2,10 +2,11 @@
 //! them: every result the server has, or (with `--count N`) wait for N.
 
 use super::args::{ApiArgs, ResultArgs};
+use super::download::save_images;
 use super::download::{Saver, short_uuid};
-use super::edit::{report, save_images};
 use super::embedded::Endpoint;
 use super::error::CliError;
+use super::output::report;
 use super::output::{Output, human_duration};
 use super::{EXIT_FAILED, EXIT_OK};
 use runware_ws::client::{ImageResult, Lookup};

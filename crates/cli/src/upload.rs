@@ -2,9 +2,9 @@
 
 use super::EXIT_OK;
 use super::args::{ApiArgs, UploadArgs};
-use super::edit::is_remote_or_inline;
 use super::embedded::Endpoint;
 use super::error::CliError;
+use super::input::is_remote_or_inline;
 use super::output::Output;
 use runware_ws::protocol::ReferenceImage;
 use std::time::Duration;
