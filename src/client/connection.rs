@@ -1,17 +1,19 @@
 //! Opening one connection: TCP, TLS (rustls), the WebSocket handshake, and
 //! authentication with the last `connectionSessionUUID`.
 
+use super::config::ClientConfig;
 use super::error::{Cause, ConfigError};
 use super::shared::Shared;
 use crate::protocol::{ApiError, Authentication, ClientTask, ErrorKind, SharedStr, encode_frame};
 use crate::sync::lock;
-use futures::{SinkExt, StreamExt};
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{Connector as TlsConnector, MaybeTlsStream, WebSocketStream};
 
 pub(crate) type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -44,20 +46,87 @@ impl ConnectError {
     }
 }
 
+/// A connected WebSocket as the engine reads and writes it: the real one
+/// ([`Ws`]) or, in unit tests, a scripted one in memory.
+pub(crate) trait Transport:
+    Stream<Item = Result<Message, tungstenite::Error>> + Sink<Message, Error = tungstenite::Error> + Send + Unpin + 'static
+{
+}
+
+impl<T> Transport for T where
+    T: Stream<Item = Result<Message, tungstenite::Error>>
+        + Sink<Message, Error = tungstenite::Error>
+        + Send
+        + Unpin
+        + 'static
+{
+}
+
+/// Opens connections (TCP, TLS, the WebSocket handshake): the seam between the
+/// supervisor and the network. The supervisor's reconnect, resume and resend logic
+/// is unit-tested through a scripted connector that opens no socket.
+pub(crate) trait Connector: Send + Sync + 'static {
+    /// What an opened connection is.
+    type Conn: Transport;
+    /// Opens one connection, within the configured connect timeout.
+    fn open(&self, shared: &Shared) -> impl Future<Output = Result<Self::Conn, ConnectError>> + Send;
+}
+
+/// The real connector: `ws://` or `wss://` (rustls) with tokio-tungstenite.
+pub(crate) struct WsConnector {
+    tls: TlsConnector,
+}
+
+impl WsConnector {
+    /// A connector with the configured TLS roots.
+    pub(crate) fn new_for(config: &ClientConfig) -> Result<WsConnector, ConnectError> {
+        Ok(WsConnector { tls: tls_connector(config)? })
+    }
+}
+
+impl Connector for WsConnector {
+    type Conn = Ws;
+
+    async fn open(&self, shared: &Shared) -> Result<Ws, ConnectError> {
+        let request = shared
+            .config
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))?;
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            request,
+            Some(ws_config(shared)),
+            true,
+            Some(self.tls.clone()),
+        );
+        match tokio::time::timeout(shared.config.connect_timeout, connect).await {
+            Err(_) => {
+                Err(ConnectError::transport(format!("connect timed out after {:?}", shared.config.connect_timeout)))
+            }
+            Ok(Err(tungstenite::Error::Url(e))) => {
+                Err(ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))
+            }
+            Ok(Err(e)) => Err(ConnectError::from_ws(e)),
+            Ok(Ok((ws, _))) => Ok(ws),
+        }
+    }
+}
+
 /// An authenticated connection.
-pub(crate) struct Established {
+pub(crate) struct Established<T> {
     pub(crate) timings: super::ConnectTimings,
-    pub(crate) ws: Ws,
+    pub(crate) ws: T,
     pub(crate) session: String,
     pub(crate) resumed: bool,
 }
 
-pub(crate) fn tls_connector(shared: &Shared) -> Result<Connector, ConnectError> {
+fn tls_connector(config: &ClientConfig) -> Result<TlsConnector, ConnectError> {
     let mut roots = rustls::RootCertStore::empty();
-    if !shared.config.only_extra_roots {
+    if !config.only_extra_roots {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     }
-    for der in &shared.config.extra_roots {
+    for der in &config.extra_roots {
         roots
             .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("bad CA certificate: {e}"), e)))?;
@@ -68,7 +137,7 @@ pub(crate) fn tls_connector(shared: &Shared) -> Result<Connector, ConnectError> 
         .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("TLS setup: {e}"), e)))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(Connector::Rustls(Arc::new(config)))
+    Ok(TlsConnector::Rustls(Arc::new(config)))
 }
 
 fn ws_config(shared: &Shared) -> WebSocketConfig {
@@ -78,29 +147,12 @@ fn ws_config(shared: &Shared) -> WebSocketConfig {
 
 /// Connects and authenticates. Frames that arrive before the authentication
 /// reply (results replayed by a resumed session) are dispatched, not dropped.
-pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<Established, ConnectError> {
-    let request = shared
-        .config
-        .url
-        .as_str()
-        .into_client_request()
-        .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))?;
+pub(crate) async fn establish<C: Connector>(
+    shared: &Shared,
+    connector: &C,
+) -> Result<Established<C::Conn>, ConnectError> {
     let started = std::time::Instant::now();
-    let connect =
-        tokio_tungstenite::connect_async_tls_with_config(request, Some(ws_config(shared)), true, Some(connector));
-    let (mut ws, _) = match tokio::time::timeout(shared.config.connect_timeout, connect).await {
-        Err(_) => {
-            return Err(ConnectError::transport(format!(
-                "connect timed out after {:?}",
-                shared.config.connect_timeout
-            )));
-        }
-        Ok(Err(tungstenite::Error::Url(e))) => {
-            return Err(ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)));
-        }
-        Ok(Err(e)) => return Err(ConnectError::from_ws(e)),
-        Ok(Ok(pair)) => pair,
-    };
+    let mut ws = connector.open(shared).await?;
     let handshake = started.elapsed();
     let previous = lock(&shared.session).clone();
     let auth = ClientTask::Authentication(Authentication::new(shared.config.api_key.clone(), previous.clone()));
@@ -121,7 +173,7 @@ pub(crate) async fn establish(shared: &Shared, connector: Connector) -> Result<E
     }
 }
 
-async fn await_auth(shared: &Shared, ws: &mut Ws) -> Result<String, ConnectError> {
+async fn await_auth<T: Transport>(shared: &Shared, ws: &mut T) -> Result<String, ConnectError> {
     while let Some(msg) = ws.next().await {
         let text = match msg {
             Ok(Message::Text(t)) => SharedStr::from(t),

@@ -2,7 +2,7 @@
 //! and a writer (on the supervisor's task) that drains the outbound queues, sends
 //! keepalive pings and judges the socket dead when nothing comes back.
 
-use super::connection::{Ws, describe};
+use super::connection::{Transport, describe};
 use super::metrics::Counters;
 use super::shared::Shared;
 use crate::protocol::{ApiError, SharedStr};
@@ -54,7 +54,13 @@ pub(crate) struct Queues {
 
 /// Runs a connection until it ends. The reader is drained (given a moment to
 /// read what the socket still holds) before this returns.
-pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: bool, queues: &mut Queues) -> Ended {
+pub(crate) async fn run<T: Transport>(
+    shared: &Arc<Shared>,
+    ws: T,
+    generation: u64,
+    resumed: bool,
+    queues: &mut Queues,
+) -> Ended {
     let (sink, stream) = ws.split();
     let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
     let per_frame = shared.config.max_tasks_per_frame.max(1);
@@ -70,7 +76,7 @@ pub(crate) async fn run(shared: &Arc<Shared>, ws: Ws, generation: u64, resumed: 
     ended
 }
 
-async fn read_loop(shared: Arc<Shared>, mut stream: SplitStream<Ws>) -> Ended {
+async fn read_loop<T: Transport>(shared: Arc<Shared>, mut stream: SplitStream<T>) -> Ended {
     while let Some(msg) = stream.next().await {
         shared.touch_inbound();
         match msg {
@@ -104,9 +110,9 @@ async fn read_loop(shared: Arc<Shared>, mut stream: SplitStream<Ws>) -> Ended {
     Ended::Closed(String::new())
 }
 
-struct Writer<'a> {
+struct Writer<'a, T: Transport> {
     shared: &'a Arc<Shared>,
-    sink: SplitSink<Ws, Message>,
+    sink: SplitSink<T, Message>,
     generation: u64,
     resumed: bool,
     batch: Batch,
@@ -162,7 +168,7 @@ impl Batch {
     }
 }
 
-impl Writer<'_> {
+impl<T: Transport> Writer<'_, T> {
     async fn run(&mut self, queues: &mut Queues, reader: &mut tokio::task::JoinHandle<Ended>) -> Ended {
         if let Err(e) = self.resend_pending().await {
             return e;

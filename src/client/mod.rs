@@ -34,6 +34,8 @@ mod mailbox;
 mod metrics;
 mod pending;
 mod poller;
+#[cfg(test)]
+mod scripted;
 mod shared;
 mod state;
 mod submit;
@@ -187,6 +189,16 @@ impl ClientBuilder {
     /// Starts the client; it connects in the background. Must be called within a
     /// Tokio runtime.
     pub fn build(self) -> Result<Client, ClientError> {
+        self.check()?;
+        let connector = connection::WsConnector::new_for(&self.config).map_err(|e| match e {
+            connection::ConnectError::Config(c) => ClientError::Config(c),
+            other => ClientError::Config(ConfigError::new(other.to_string())),
+        })?;
+        Ok(self.build_with(connector))
+    }
+
+    /// Checks the configuration.
+    fn check(&self) -> Result<(), ClientError> {
         if self.config.api_key.is_blank() {
             return Err(ClientError::Config(ConfigError::new("an API key is required")));
         }
@@ -197,14 +209,21 @@ impl ClientBuilder {
                 self.config.url
             ))));
         }
+        Ok(())
+    }
+
+    /// Starts the client over `connector` (the real one, or a scripted one in
+    /// unit tests).
+    pub(crate) fn build_with<C: connection::Connector>(self, connector: C) -> Client {
         let cap = self.config.max_in_flight.max(1);
         let (task_tx, task_rx) = mpsc::channel(cap);
         let (poll_tx, poll_rx) = mpsc::channel(cap);
         let shared = Arc::new(Shared::new(self.config, task_tx, poll_tx));
-        tokio::spawn(supervisor::run(shared.clone(), driver::Queues { tasks: task_rx, polls: poll_rx }));
+        let queues = driver::Queues { tasks: task_rx, polls: poll_rx };
+        tokio::spawn(supervisor::run(shared.clone(), queues, connector));
         tokio::spawn(poller::run(shared.clone()));
         tokio::spawn(deadlines::run(shared.clone()));
-        Ok(Client { inner: Arc::new(Inner { shared }) })
+        Client { inner: Arc::new(Inner { shared }) }
     }
 
     /// Starts the client and waits for the first connection to authenticate.

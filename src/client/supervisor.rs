@@ -3,9 +3,9 @@
 //! backoff and jitter, within a budget per outage. An authentication refusal is
 //! final: every waiting caller gets it at once, and nothing retries.
 
-use super::connection::{ConnectError, establish, tls_connector};
+use super::connection::{ConnectError, Connector, establish};
 use super::driver::{self, Ended, Queues};
-use super::error::{Cause, ClientError, ConfigError};
+use super::error::{Cause, ClientError};
 use super::metrics::Counters;
 use super::shared::Shared;
 use super::state::ConnectionState;
@@ -13,12 +13,7 @@ use crate::sync::lock;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
-    let connector = match tls_connector(&shared) {
-        Ok(c) => c,
-        Err(ConnectError::Config(e)) => return finish(&shared, ClientError::Config(e)),
-        Err(e) => return finish(&shared, ClientError::Config(ConfigError::new(e.to_string()))),
-    };
+pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, connector: C) {
     let mut attempt: u32 = 0;
     let mut last_error = String::new();
     let mut last_cause: Option<Cause> = None;
@@ -68,7 +63,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queues: Queues) {
                 }
             }
         }
-        match establish(&shared, connector.clone()).await {
+        match establish(&shared, &connector).await {
             Ok(est) => {
                 let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 Counters::add(&shared.counters.connections, 1);
