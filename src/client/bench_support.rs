@@ -39,7 +39,7 @@ impl Router {
         let waker = futures::task::noop_waker();
         let _ = mailbox.poll_pop(&mut Context::from_waker(&waker));
         let task = PendingTask::sent(self.shared.next_seq(), expected, mailbox.clone(), false);
-        self.shared.pending.insert(uuid, task);
+        self.shared.tasks.pending.insert(uuid, task);
         self.waiting.push(mailbox);
     }
 
@@ -74,7 +74,7 @@ impl Router {
 
     /// Tasks in the pending table.
     pub fn pending(&self) -> usize {
-        self.shared.pending.len()
+        self.shared.tasks.pending.len()
     }
 }
 

@@ -154,7 +154,7 @@ pub(crate) async fn establish<C: Connector>(
     let started = std::time::Instant::now();
     let mut ws = connector.open(shared).await?;
     let handshake = started.elapsed();
-    let previous = lock(&shared.session).clone();
+    let previous = lock(&shared.link.session).clone();
     let auth = ClientTask::Authentication(Authentication::new(shared.config.api_key.clone(), previous.clone()));
     let frame = encode_frame(std::slice::from_ref(&auth))
         .map_err(|e| ConnectError::Config(ConfigError::caused_by("cannot encode the authentication frame", e)))?;
@@ -166,7 +166,7 @@ pub(crate) async fn establish<C: Connector>(
         Ok(Err(e)) => Err(e),
         Ok(Ok(session)) => {
             let resumed = previous.as_deref() == Some(session.as_str());
-            *lock(&shared.session) = Some(session.clone());
+            *lock(&shared.link.session) = Some(session.clone());
             let timings = super::ConnectTimings { handshake, authentication: started.elapsed() - handshake };
             Ok(Established { timings, ws, session, resumed })
         }

@@ -35,13 +35,13 @@ impl Shared {
     /// Makes sure the keeper wakes by `deadline_ms` (called for every new task).
     pub(crate) fn watch_deadline(&self, deadline_ms: u64) {
         if self.lower_next_deadline(deadline_ms) {
-            self.deadline_wake.notify_one();
+            self.deadlines.wake.notify_one();
         }
     }
 
     /// Lowers the keeper's next wake-up to `deadline_ms`; true if it was later.
     fn lower_next_deadline(&self, deadline_ms: u64) -> bool {
-        let next = &self.next_deadline_ms;
+        let next = &self.deadlines.next_ms;
         let mut current = next.load(Ordering::Acquire);
         while deadline_ms < current {
             match next.compare_exchange_weak(current, deadline_ms, Ordering::AcqRel, Ordering::Acquire) {
@@ -57,7 +57,7 @@ impl Shared {
     fn expire(&self, now_ms: u64) -> u64 {
         let mut earliest = u64::MAX;
         let mut overdue: Vec<(Uuid, Duration)> = Vec::new();
-        for task in self.pending.iter() {
+        for task in self.tasks.pending.iter() {
             if task.deadline_ms <= now_ms {
                 overdue.push((*task.key(), task.timeout));
             } else {
@@ -66,7 +66,7 @@ impl Shared {
         }
         // Table guards are released before failing (which removes entries).
         if !overdue.is_empty() {
-            let connection = self.state.borrow().to_string();
+            let connection = self.link.state.borrow().to_string();
             for (uuid, after) in overdue {
                 self.fail(&uuid, ClientError::Timeout { after, connection: connection.clone() });
             }
@@ -83,14 +83,14 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         if shared.is_shutdown() {
             return;
         }
-        let next = shared.next_deadline_ms.load(Ordering::Acquire);
+        let next = shared.deadlines.next_ms.load(Ordering::Acquire);
         let now_ms = shared.now_ms();
         let not_before = last_scan.map(|t| t + spacing);
         if next > now_ms || not_before.is_some_and(|t| t > Instant::now()) {
-            let wake = shared.deadline_wake.notified();
+            let wake = shared.deadlines.wake.notified();
             // Created before the flag is read again: a shutdown requested after this
             // point wakes it (`notify_waiters` reaches every `Notified` created).
-            let stop = shared.shutdown_notify.notified();
+            let stop = shared.life.shutdown_notify.notified();
             if shared.is_shutdown() {
                 return;
             }
@@ -109,7 +109,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             continue;
         }
         // New submissions during the scan lower this again.
-        shared.next_deadline_ms.store(u64::MAX, Ordering::Release);
+        shared.deadlines.next_ms.store(u64::MAX, Ordering::Release);
         let started = Instant::now();
         let earliest = shared.expire(now_ms);
         spacing = (started.elapsed() * 10).max(RESOLUTION);
@@ -137,7 +137,7 @@ mod tests {
     fn add(s: &Shared, timeout: Duration) -> (Uuid, Arc<Mailbox>) {
         let (uuid, mailbox) = (Uuid::new_v4(), Arc::new(Mailbox::default()));
         let deadline_ms = deadline_ms(s, timeout);
-        s.pending.insert(
+        s.tasks.pending.insert(
             uuid,
             PendingTask::new(NewTask {
                 seq: s.next_seq(),
@@ -177,17 +177,17 @@ mod tests {
         let (_, short_box) = add(&s, Duration::from_millis(200));
         // Completed before its deadline: never times out.
         let (done, done_box) = add(&s, Duration::from_millis(100));
-        let (_, task) = s.pending.remove(&done).expect("pending");
+        let (_, task) = s.tasks.pending.remove(&done).expect("pending");
         s.completed(task, None);
 
         assert_eq!(timeout_of(next_event(&short_box).await), Duration::from_millis(200));
         assert_eq!(t0.elapsed(), Duration::from_millis(200), "fires at its deadline, not a tick later");
-        assert!(s.pending.contains_key(&long), "the long task is untouched");
+        assert!(s.tasks.pending.contains_key(&long), "the long task is untouched");
         assert!(matches!(next_event(&done_box).await, Event::Done));
 
         assert_eq!(timeout_of(next_event(&long_box).await), Duration::from_secs(60));
         assert_eq!(t0.elapsed(), Duration::from_secs(60));
-        assert!(s.pending.is_empty());
+        assert!(s.tasks.pending.is_empty());
         assert_eq!(s.counters.snapshot().tasks_failed, 2);
 
         // Idle with nothing pending: a new task is still watched.

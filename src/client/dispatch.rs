@@ -43,7 +43,7 @@ impl Shared {
             // Pongs and authentication replies carry no taskUUID.
             let kind = item.task_type.as_deref().unwrap_or_default();
             if item.pong == Some(true) {
-                self.pongs.send_modify(|n| *n += 1);
+                self.link.pongs.send_modify(|n| *n += 1);
             } else if kind != "ping" && kind != "authentication" {
                 Counters::add(&self.counters.unknown_items, 1);
                 tracing::debug!(task_type = kind, "item without taskUUID");
@@ -78,11 +78,11 @@ impl Shared {
         // adds results, so a task not taken here is not complete after this one.)
         let seen = |task: &PendingTask| task.seen.iter().any(|s| s.as_str() == key);
         let last = |task: &PendingTask| !seen(task) && task.seen.len() as u32 + 1 >= task.expected;
-        if let Some((_, task)) = self.pending.remove_if(&uuid, |_, task| last(task)) {
+        if let Some((_, task)) = self.tasks.pending.remove_if(&uuid, |_, task| last(task)) {
             self.completed(task, Some(item));
             return;
         }
-        let Some(mut task) = self.pending.get_mut(&uuid) else {
+        let Some(mut task) = self.tasks.pending.get_mut(&uuid) else {
             Counters::add(&self.counters.unknown_items, 1);
             tracing::debug!(task_uuid = %uuid, "result for a task that is not pending");
             return;
@@ -96,7 +96,7 @@ impl Shared {
     }
 
     fn note_ack(&self, uuid: Uuid, item: &ResultItem) {
-        let poll_after = match self.pending.get_mut(&uuid) {
+        let poll_after = match self.tasks.pending.get_mut(&uuid) {
             Some(mut task) => {
                 task.acknowledged = true;
                 task.is_async && !task.polling
@@ -135,7 +135,7 @@ impl Shared {
     fn route_task_error(&self, uuid: Uuid, err: ApiError) {
         if err.is_conflict() {
             Counters::add(&self.counters.conflicts, 1);
-            let grace = match self.pending.get(&uuid) {
+            let grace = match self.tasks.pending.get(&uuid) {
                 Some(task) => {
                     task.span.in_scope(|| tracing::debug!("server already has the task (conflictTaskUUID)"));
                     if task.resent_on_resumed { self.config.poll.resume_grace } else { Duration::ZERO }
@@ -175,7 +175,7 @@ mod tests {
 
     fn add(s: &Shared, uuid: Uuid, expected: u32, is_async: bool) -> Arc<Mailbox> {
         let mailbox = Arc::new(Mailbox::default());
-        s.pending.insert(uuid, PendingTask::sent(s.next_seq(), expected, mailbox.clone(), is_async));
+        s.tasks.pending.insert(uuid, PendingTask::sent(s.next_seq(), expected, mailbox.clone(), is_async));
         mailbox
     }
 
@@ -206,11 +206,11 @@ mod tests {
         let mb = add(&s, b, 1, false);
         s.dispatch(frame(serde_json::json!({"data":[item(a,"i1"), item(a,"i1"), item(b,"j1")]})));
         assert_eq!(s.counters.duplicates_dropped.load(Ordering::Relaxed), 1);
-        assert!(s.pending.contains_key(&a), "a needs two distinct images");
-        assert!(!s.pending.contains_key(&b));
+        assert!(s.tasks.pending.contains_key(&a), "a needs two distinct images");
+        assert!(!s.tasks.pending.contains_key(&b));
         assert!(matches!(drain(&mb).as_slice(), [Event::Result(_), Event::Done]));
         s.dispatch(frame(serde_json::json!({"data":[item(a,"i2"), item(a,"i2")]})));
-        assert!(!s.pending.contains_key(&a));
+        assert!(!s.tasks.pending.contains_key(&a));
         assert!(matches!(drain(&ma).as_slice(), [Event::Result(_), Event::Result(_), Event::Done]));
         // Items for a finished task (the repeat of i2 above, and a late i3) are counted, not fatal.
         s.dispatch(frame(serde_json::json!({"data":[item(a,"i3")]})));
@@ -236,7 +236,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(drain(&mb).is_empty());
-        assert!(s.pending.contains_key(&b));
+        assert!(s.tasks.pending.contains_key(&b));
         assert_eq!(s.counters.unknown_items.load(Ordering::Relaxed), 2);
         // A status:error item inside data fails its task too.
         s.dispatch(frame(serde_json::json!({"data":[{"taskUUID":b.to_string(),"status":"error","error":{"code":"taskFailed","message":"x"}}]})));
@@ -261,8 +261,8 @@ mod tests {
             serde_json::json!({"errors":[{"code":"conflictTaskUUID","message":"exists","taskUUID":a.to_string()}]}),
         ));
         assert!(drain(&ma).is_empty());
-        assert!(s.pending.get(&a).is_some_and(|t| t.polling));
-        assert!(s.poll_set.lock().unwrap().contains(&a));
+        assert!(s.tasks.pending.get(&a).is_some_and(|t| t.polling));
+        assert!(s.polls.set.lock().unwrap().contains(&a));
         assert_eq!(s.counters.conflicts.load(Ordering::Relaxed), 1);
     }
 
@@ -272,7 +272,7 @@ mod tests {
         let a = Uuid::new_v4();
         let ma = add(&s, a, 2, true);
         s.dispatch(frame(serde_json::json!({"data":[{"taskType":"imageInference","taskUUID":a.to_string()}]})));
-        assert!(s.pending.get(&a).is_some_and(|t| t.polling));
+        assert!(s.tasks.pending.get(&a).is_some_and(|t| t.polling));
         let processing =
             serde_json::json!({"taskType":"imageInference","taskUUID":a.to_string(),"status":"processing"});
         let mut first = item(a, "i1");

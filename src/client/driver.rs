@@ -185,20 +185,20 @@ impl<T: Transport> Writer<'_, T> {
                 let _ = self.sink.send(Message::Close(Some(close))).await;
                 return Ended::Shutdown;
             }
-            let shutdown = self.shared.shutdown_notify.notified();
+            let shutdown = self.shared.life.shutdown_notify.notified();
             tokio::select! {
                 biased;
                 r = &mut *reader => {
                     return r.unwrap_or_else(|e| Ended::Failed(format!("reader stopped: {e}")));
                 }
                 _ = shutdown => {}
-                _ = self.shared.ping_now.notified() => {
+                _ = self.shared.link.ping_now.notified() => {
                     if let Err(e) = self.send_text(r#"[{"taskType":"ping","ping":true}]"#.to_string()).await {
                         return e;
                     }
                     Counters::add(&self.shared.counters.pings, 1);
                 }
-                _ = self.shared.sweep.notified() => {
+                _ = self.shared.tasks.sweep.notified() => {
                     if let Err(e) = self.resend_pending().await {
                         return e;
                     }
@@ -235,7 +235,7 @@ impl<T: Transport> Writer<'_, T> {
                 }
                 _ = ticker.tick() => {
                     let now = Instant::now();
-                    let last_in = self.shared.epoch + Duration::from_millis(self.shared.last_inbound_ms.load(Ordering::Relaxed));
+                    let last_in = self.shared.epoch + Duration::from_millis(self.shared.link.last_inbound_ms.load(Ordering::Relaxed));
                     if let Some(sent) = ping_sent {
                         if last_in >= sent {
                             ping_sent = None;
@@ -262,7 +262,7 @@ impl<T: Transport> Writer<'_, T> {
     /// Marks `uuid` sent on this connection and copies its task into the batch,
     /// unless it was cancelled or already sent here. True if it was batched.
     fn take(&mut self, uuid: Uuid) -> bool {
-        let Some(mut task) = self.shared.pending.get_mut(&uuid) else { return false };
+        let Some(mut task) = self.shared.tasks.pending.get_mut(&uuid) else { return false };
         if task.sent_gen == self.generation {
             return false;
         }
@@ -282,7 +282,7 @@ impl<T: Transport> Writer<'_, T> {
         let resumed = self.resumed;
         let mut todo: Vec<(u64, Uuid)> = Vec::new();
         let mut poll_now: Vec<Uuid> = Vec::new();
-        for mut task in self.shared.pending.iter_mut() {
+        for mut task in self.shared.tasks.pending.iter_mut() {
             if task.sent_gen == self.generation {
                 continue;
             }
@@ -302,7 +302,7 @@ impl<T: Transport> Writer<'_, T> {
         self.batch.expect = todo.len();
         let mut resent = 0u64;
         for (_, uuid) in todo {
-            let was_sent = self.shared.pending.get(&uuid).is_some_and(|t| t.sent_gen != 0);
+            let was_sent = self.shared.tasks.pending.get(&uuid).is_some_and(|t| t.sent_gen != 0);
             if self.take(uuid) && was_sent {
                 resent += 1;
             }

@@ -67,7 +67,7 @@ impl Client {
                 Err(_) => break Ok(false),
             }
         };
-        let acknowledged = self.inner.shared.pending.get(&task_uuid).is_some_and(|t| t.acknowledged);
+        let acknowledged = self.inner.shared.tasks.pending.get(&task_uuid).is_some_and(|t| t.acknowledged);
         drop(stream);
         match ended {
             Ok(finished) if items.is_empty() && !finished && !acknowledged => Ok(Lookup::Unknown),

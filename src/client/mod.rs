@@ -103,8 +103,8 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("url", &self.inner.shared.config.url)
-            .field("state", &*self.inner.shared.state.borrow())
-            .field("pending", &self.inner.shared.pending.len())
+            .field("state", &*self.inner.shared.link.state.borrow())
+            .field("pending", &self.inner.shared.tasks.pending.len())
             .finish()
     }
 }
@@ -384,7 +384,7 @@ impl Client {
 
     /// Watches the connection state.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
-        self.inner.shared.state.subscribe()
+        self.inner.shared.link.state.subscribe()
     }
 
     /// A snapshot of the counters.
@@ -397,15 +397,15 @@ impl Client {
     pub fn diagnostics(&self) -> Diagnostics {
         let s = &self.inner.shared;
         Diagnostics {
-            pending: s.pending.len(),
+            pending: s.tasks.pending.len(),
             queues: QueueDepths {
-                pending: s.pending.len(),
-                outbound: s.outbound.max_capacity() - s.outbound.capacity(),
-                polls_queued: s.control.max_capacity() - s.control.capacity(),
-                poll_set: lock(&s.poll_set).len(),
+                pending: s.tasks.pending.len(),
+                outbound: s.tasks.outbound.max_capacity() - s.tasks.outbound.capacity(),
+                polls_queued: s.polls.queue.max_capacity() - s.polls.queue.capacity(),
+                poll_set: lock(&s.polls.set).len(),
             },
-            reconnect_delays: lock(&s.reconnect_delays).iter().copied().collect(),
-            last_connect: *lock(&s.last_connect),
+            reconnect_delays: lock(&s.link.reconnect_delays).iter().copied().collect(),
+            last_connect: *lock(&s.link.timings),
         }
     }
 
@@ -416,18 +416,18 @@ impl Client {
     pub async fn ping(&self, timeout: Duration) -> Result<Duration, ClientError> {
         let shared = &self.inner.shared;
         shared.check_open()?;
-        let mut pongs = shared.pongs.subscribe();
+        let mut pongs = shared.link.pongs.subscribe();
         pongs.borrow_and_update();
         let started = Instant::now();
         let wait = async {
             self.wait_connected().await?;
-            shared.ping_now.notify_one();
+            shared.link.ping_now.notify_one();
             pongs.changed().await.map_err(|_| ClientError::Closed)
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(())) => Ok(started.elapsed()),
             Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.state.borrow().to_string() }),
+            Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.link.state.borrow().to_string() }),
         }
     }
 
@@ -460,9 +460,9 @@ impl Client {
     /// closes the socket with a close frame. Tasks still pending get [`ClientError::Closed`].
     pub async fn close(&self, grace: Duration) {
         let shared = &self.inner.shared;
-        shared.closing.store(true, Ordering::Release);
+        shared.life.closing.store(true, Ordering::Release);
         let deadline = Instant::now() + grace;
-        while !shared.pending.is_empty() && Instant::now() < deadline {
+        while !shared.tasks.pending.is_empty() && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10).min(grace)).await;
         }
         shared.set_terminal(ClientError::Closed);
@@ -475,7 +475,7 @@ impl Client {
     async fn acquire(&self, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
         let shared = &self.inner.shared;
         shared.check_open()?;
-        if let Ok(p) = shared.permits.clone().try_acquire_owned() {
+        if let Ok(p) = shared.tasks.permits.clone().try_acquire_owned() {
             return Ok(p);
         }
         Box::pin(submit::wait_for_slot(shared.clone(), timeout)).await
@@ -520,7 +520,7 @@ impl Client {
             span,
             next_poll: shared.epoch,
         });
-        match shared.pending.entry(uuid) {
+        match shared.tasks.pending.entry(uuid) {
             dashmap::Entry::Occupied(_) => return Err(ClientError::DuplicateTask(uuid)),
             dashmap::Entry::Vacant(v) => {
                 v.insert(entry);
@@ -529,14 +529,14 @@ impl Client {
         Counters::add(&shared.counters.tasks_submitted, 1);
         let stream = TaskStream { client: self.clone(), uuid, expected: prepared.expected, mailbox, done: false };
         shared.watch_deadline(deadline_ms);
-        if send && shared.outbound.try_send(uuid).is_err() {
+        if send && shared.tasks.outbound.try_send(uuid).is_err() {
             // The queue is full of cancelled tasks' entries (or the writer is between
             // connections): the writer's sweep sends everything not yet sent.
-            shared.sweep.notify_one();
+            shared.tasks.sweep.notify_one();
         }
-        if !shared.connected.load(Ordering::Acquire) {
+        if !shared.link.connected.load(Ordering::Acquire) {
             // An idle supervisor (gave up on an outage) reconnects for new work.
-            shared.supervisor_wake.notify_one();
+            shared.link.supervisor_wake.notify_one();
         }
         if let Some(e) = shared.terminal_error() {
             // The client ended while this task was being registered.

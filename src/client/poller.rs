@@ -18,15 +18,15 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             return;
         }
         // While scanning, every new poll wakes the next scan.
-        shared.poll_next_ms.store(u64::MAX, Ordering::Release);
+        shared.polls.next_ms.store(u64::MAX, Ordering::Release);
         let now = Instant::now();
         let mut due: Vec<Uuid> = Vec::new();
         let mut next = now + IDLE_SCAN;
-        let members: Vec<Uuid> = lock(&shared.poll_set).iter().copied().collect();
-        let connected = shared.connected.load(Ordering::Acquire);
+        let members: Vec<Uuid> = lock(&shared.polls.set).iter().copied().collect();
+        let connected = shared.link.connected.load(Ordering::Acquire);
         let mut gone = Vec::new();
         for uuid in members {
-            let Some(mut task) = shared.pending.get_mut(&uuid) else {
+            let Some(mut task) = shared.tasks.pending.get_mut(&uuid) else {
                 gone.push(uuid);
                 continue;
             };
@@ -43,20 +43,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
             next = next.min(task.next_poll);
         }
         if !gone.is_empty() {
-            let mut set = lock(&shared.poll_set);
+            let mut set = lock(&shared.polls.set);
             for u in &gone {
                 set.remove(u);
             }
         }
         for uuid in due {
-            if shared.control.send(uuid).await.is_err() {
+            if shared.polls.queue.send(uuid).await.is_err() {
                 return;
             }
         }
         let next_ms = u64::try_from(next.duration_since(shared.epoch).as_millis()).unwrap_or(u64::MAX);
-        shared.poll_next_ms.store(next_ms, Ordering::Release);
-        let wake = shared.poll_wake.notified();
-        let stop = shared.shutdown_notify.notified();
+        shared.polls.next_ms.store(next_ms, Ordering::Release);
+        let wake = shared.polls.wake.notified();
+        let stop = shared.life.shutdown_notify.notified();
         tokio::select! {
             _ = tokio::time::sleep_until(next) => {}
             _ = wake => {}

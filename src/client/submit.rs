@@ -255,7 +255,7 @@ impl Future for Submitting {
             shared.check_open()?;
             // A free slot is taken without arming a timer; only a wait is boxed, so
             // that a submission does not carry a timer's worth of state.
-            match shared.permits.clone().try_acquire_owned() {
+            match shared.tasks.permits.clone().try_acquire_owned() {
                 Ok(p) => break p,
                 Err(_) if this.no_wait => {
                     return Poll::Ready(Err(ClientError::Busy { limit: shared.config.max_in_flight }));
@@ -273,9 +273,9 @@ impl Future for Submitting {
 
 /// Waits up to `timeout` for an in-flight slot.
 pub(crate) async fn wait_for_slot(shared: Arc<Shared>, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
-    match tokio::time::timeout(timeout, shared.permits.clone().acquire_owned()).await {
+    match tokio::time::timeout(timeout, shared.tasks.permits.clone().acquire_owned()).await {
         Ok(Ok(p)) => Ok(p),
         Ok(Err(_)) => Err(ClientError::Closed),
-        Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.state.borrow().to_string() }),
+        Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.link.state.borrow().to_string() }),
     }
 }

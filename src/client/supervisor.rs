@@ -32,8 +32,8 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
                 });
                 shared.set_state(ConnectionState::Disconnected { last_error: last_error.clone() });
                 // Idle until there is work again (or shutdown).
-                while shared.pending.is_empty() && !shared.is_shutdown() {
-                    shared.supervisor_wake.notified().await;
+                while shared.tasks.pending.is_empty() && !shared.is_shutdown() {
+                    shared.link.supervisor_wake.notified().await;
                 }
                 attempt = 1;
                 continue;
@@ -47,13 +47,13 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
             {
                 tracing::debug!(attempt, ?delay, "reconnect backoff");
                 {
-                    let mut d = lock(&shared.reconnect_delays);
+                    let mut d = lock(&shared.link.reconnect_delays);
                     if d.len() == 256 {
                         d.pop_front();
                     }
                     d.push_back(delay);
                 }
-                let stop = shared.shutdown_notify.notified();
+                let stop = shared.life.shutdown_notify.notified();
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop => {}
@@ -65,7 +65,7 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
         }
         match establish(&shared, &connector).await {
             Ok(est) => {
-                let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+                let generation = shared.link.generation.fetch_add(1, Ordering::AcqRel) + 1;
                 Counters::add(&shared.counters.connections, 1);
                 if ever_connected {
                     Counters::add(&shared.counters.reconnects, 1);
@@ -74,13 +74,13 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
                     Counters::add(&shared.counters.sessions_resumed, 1);
                 }
                 ever_connected = true;
-                *lock(&shared.last_connect) = Some(est.timings);
+                *lock(&shared.link.timings) = Some(est.timings);
                 tracing::info!(generation, resumed = est.resumed, "connected");
-                shared.connected.store(true, Ordering::Release);
+                shared.link.connected.store(true, Ordering::Release);
                 shared.set_state(ConnectionState::Connected { session: est.session.clone() });
-                shared.poll_wake.notify_one();
+                shared.polls.wake.notify_one();
                 let ended = driver::run(&shared, est.ws, generation, est.resumed, &mut queues).await;
-                shared.connected.store(false, Ordering::Release);
+                shared.link.connected.store(false, Ordering::Release);
                 match ended {
                     Ended::Shutdown => return finish(&shared, ClientError::Closed),
                     Ended::Auth(e) => return finish(&shared, ClientError::Auth(Box::new(e))),
@@ -105,7 +105,7 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
             Err(ConnectError::Transport { message, cause }) => {
                 tracing::debug!(attempt, error = %message, "connection attempt failed");
                 last_error = message;
-                *lock(&shared.last_connect_error) = cause.clone();
+                *lock(&shared.link.last_error) = cause.clone();
                 last_cause = cause;
                 attempt += 1;
             }
