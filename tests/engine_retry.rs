@@ -112,12 +112,12 @@ async fn lookup_tells_known_failed_and_unknown_apart() {
         Lookup::Known { items, finished, error } => {
             assert_eq!((items.len(), finished, error.is_none()), (2, true, true));
         }
-        Lookup::Unknown => panic!("the server knows a task it ran"),
+        other => panic!("the server knows a task it ran: {other:?}"),
     }
     // Without a count: everything the server has.
     match c.lookup(done_uuid, None, Duration::from_secs(10)).await.expect("looked up") {
         Lookup::Known { items, .. } => assert_eq!(items.len(), 2),
-        Lookup::Unknown => panic!("known"),
+        other => panic!("known: {other:?}"),
     }
 
     emu.inject(Fault::FailTasks(FailRule::new("serviceUnavailable", FailMatch::PromptContains("broken".into()))));

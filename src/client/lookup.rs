@@ -15,6 +15,7 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 /// What the server knows about a taskUUID ([`Client::lookup`]).
 #[derive(Clone, Debug)]
+#[non_exhaustive]
 pub enum Lookup {
     /// Nothing: the server never received it, or no longer remembers it (Runware
     /// keeps a task's results for at least an hour).

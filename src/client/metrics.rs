@@ -11,6 +11,7 @@ macro_rules! counters {
 
         /// A snapshot of the client's counters.
         #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+        #[non_exhaustive]
         pub struct Metrics {
             $($(#[$doc])* pub $name: u64,)*
         }

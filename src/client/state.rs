@@ -5,6 +5,7 @@ use std::time::Duration;
 
 /// Where the client's single connection stands.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// First connection attempt in progress.
     Connecting,

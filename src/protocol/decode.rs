@@ -53,6 +53,7 @@ pub struct MalformedItem {
 
 /// Why a whole frame could not be decoded.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum DecodeError {
     /// Not JSON at all.
     #[error("frame is not valid JSON: {0}")]

@@ -165,6 +165,7 @@ impl fmt::Display for ApiError {
 /// What kind of failure a server error code stands for. Each kind says what a
 /// retry would do ([`ErrorKind::retry_advice`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum ErrorKind {
     /// A parameter broke a rule (`invalid*`, `missing*`, `unsupported*`, …). Never
     /// retry: the same request fails the same way.
@@ -199,6 +200,7 @@ pub enum ErrorKind {
 /// for when it runs, so the line between the first two is the line between one
 /// bill and two.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum RetryAdvice {
     /// The server reported that the task failed (provider error or timeout, server
     /// error, rate limit): a new attempt under a **new** taskUUID is safe and may

@@ -34,7 +34,7 @@ async fn fetch(endpoint: &Endpoint, args: &ResultArgs, out: &Output) -> Result<u
             }
             (items, error)
         }
-        Ok(Lookup::Unknown) => {
+        Ok(_unknown) => {
             client.close(Duration::ZERO).await;
             return Err(CliError::Other(format!(
                 "the server knows no task {} (never sent, or its results expired: they are kept for at least an hour)",

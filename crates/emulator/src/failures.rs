@@ -38,6 +38,7 @@ pub struct FailRule {
 
 /// Which accepted tasks a [`FailRule`] fails.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum FailMatch {
     /// The task with this taskUUID.
     TaskUuid(Uuid),

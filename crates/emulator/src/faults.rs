@@ -13,6 +13,7 @@ use tokio::time::Instant;
 /// "next" kinds are armed and fire later. Task faults ([`Fault::FailTasks`],
 /// [`Fault::Nsfw`]) apply to tasks accepted (or results produced) after injection.
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum Fault {
     /// Close every connection's TCP socket abruptly, without a close frame.
     Drop,

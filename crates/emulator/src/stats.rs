@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 /// A snapshot of the emulator's counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
+#[non_exhaustive]
 pub struct Stats {
     /// WebSocket connections accepted, in total.
     pub connections: u64,
@@ -54,6 +55,7 @@ pub struct Stats {
 
 /// One task's counters (`EmulatorHandle::task_stats`, `GET /stats/tasks`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct TaskStats {
     /// How many times the task ran (must stay at most 1).
     pub executions: u32,

@@ -250,7 +250,8 @@ impl Line<'_> {
                     ctx.stop_for_account(&error);
                     return Outcome::Pending;
                 }
-                RetryAdvice::Never => {
+                // Never (and any advice this build does not know): the line fails.
+                _ => {
                     let (code, message) = api_code(&error);
                     let parameter = match &error {
                         ClientError::Api(api) => api.parameter.as_ref().map(ToString::to_string),
@@ -290,7 +291,7 @@ impl Line<'_> {
                     Stale::LeavePending
                 }
             }
-            Ok(Lookup::Unknown) => {
+            Ok(_unknown) => {
                 ctx.progress.println(&format!(
                     "line {line}: taskUUID {} was sent {} ago and the server no longer knows it; left pending \
                      (it may have run: --resubmit-stale runs it again under a new taskUUID, which may bill it twice)",

@@ -473,6 +473,7 @@ async fn watch_outages(ctx: Arc<Ctx>, give_up_after: Option<Duration>) {
                 ctx.progress.set_outage(Some(Outage { since: start, attempt: 0, next_at: None }));
             }
             ConnectionState::Closed => return,
+            _ => {}
         }
         let deadline = match (since, give_up_after) {
             (Some(s), Some(limit)) => Some(tokio::time::Instant::from_std(s + limit)),
