@@ -43,7 +43,8 @@ impl ReconnectPolicy {
         Duration::from_secs_f64(secs.max(0.0))
     }
 
-    /// The delay before attempt `attempt`, with jitter drawn from `rng` in [0, 1).
+    /// The delay before attempt `attempt`, with jitter: `unit_random` is a number in
+    /// [0, 1) (the supervisor draws it at random; tests pass fixed values).
     pub fn delay(&self, attempt: u32, unit_random: f64) -> Duration {
         let base = self.base_delay(attempt).as_secs_f64();
         let spread = base * self.jitter.clamp(0.0, 1.0);

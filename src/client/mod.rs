@@ -377,7 +377,9 @@ impl Client {
         Ok(stream)
     }
 
-    /// Fetches every result of `task_uuid` that the server has so far.
+    /// Waits for `expected` distinct results of `task_uuid`, polling `getResponse`
+    /// until they are all there (or the task timeout passes). To ask what the
+    /// server has *now*, without waiting, use [`Client::lookup`].
     pub async fn get_response(&self, task_uuid: Uuid, expected: u32) -> Result<Vec<ResultItem>, ClientError> {
         Ok(self.attach(task_uuid, expected, None).await?.await?)
     }

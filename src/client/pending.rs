@@ -1,8 +1,10 @@
 //! The pending table: every task that has not ended, keyed by `taskUUID`, with
 //! its serialized frame (for resends) and its delivery state.
 //!
-//! Guards of the table are never held across `.await`, and never while taking
-//! another lock.
+//! Guards of the table are never held across `.await`. While it holds an entry's
+//! guard, the dispatcher takes that task's own mailbox lock (so a task's results
+//! are delivered in order); nothing takes the locks the other way round, and no
+//! guard is held while taking the poll-set lock or another entry.
 
 use super::mailbox::Mailbox;
 use crate::protocol::SharedStr;

@@ -1,4 +1,4 @@
-//! The Runware wire format (`shared/protocol.md`): client tasks, server envelopes,
+//! The Runware wire format (`docs/protocol.md` in the repository): client tasks, server envelopes,
 //! result items and errors, exact to the field name, shared by the client and the
 //! emulator.
 
