@@ -281,7 +281,7 @@ impl Client {
         ClientBuilder { config: ClientConfig::new(ApiKey::new("")) }
     }
 
-    /// Submits any [`Task`]: a [`KontextTask`](crate::KontextTask) from the
+    /// Submits any [`Task`]: a [`KontextTask`] from the
     /// builder, an [`ImageInference`](crate::ImageInference), a
     /// [`RawTask`](crate::protocol::RawTask) (or raw JSON through `Task::try_from`),
     /// an upload or a media operation. The task is validated (when it needs to be)
