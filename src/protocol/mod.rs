@@ -7,6 +7,7 @@ mod decode;
 mod error;
 mod inference;
 pub mod kontext;
+pub mod pricing;
 mod reference;
 mod result;
 mod shared_str;

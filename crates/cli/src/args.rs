@@ -14,7 +14,7 @@ run against an embedded Runware emulator on 127.0.0.1 (synthetic images).
 
 Exit codes: 0 all ok, 1 some tasks failed or are still pending, 2 usage or input
 errors, 3 authentication or connection failure, 4 the account cannot pay (insufficient
-credits or quota), 130 interrupted.";
+credits or quota), 5 --max-cost stopped the batch, 130 interrupted.";
 
 /// `runware`
 #[derive(Parser, Debug)]
@@ -99,6 +99,24 @@ impl ApiArgs {
 
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
+}
+
+/// `safety.mode`
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SafetyModeArg {
+    /// No check.
+    None,
+    /// A single check.
+    Fast,
+}
+
+impl From<SafetyModeArg> for runware_ws::protocol::SafetyMode {
+    fn from(m: SafetyModeArg) -> Self {
+        match m {
+            SafetyModeArg::None => runware_ws::protocol::SafetyMode::None,
+            SafetyModeArg::Fast => runware_ws::protocol::SafetyMode::Fast,
+        }
+    }
 }
 
 /// `outputFormat`
@@ -188,9 +206,18 @@ pub struct EditArgs {
     /// Seconds the image URLs stay up (≥ 60).
     #[arg(long, value_name = "S")]
     pub ttl: Option<u64>,
-    /// Ask for the cost of each image (includeCost).
-    #[arg(long)]
+    /// Ask for the cost of each image (includeCost; the default: kept for scripts).
+    #[arg(long, conflicts_with = "no_cost")]
     pub cost: bool,
+    /// Do not ask for the cost of each image (includeCost: false).
+    #[arg(long)]
+    pub no_cost: bool,
+    /// safety.checkContent: have the server check the content.
+    #[arg(long)]
+    pub check_content: bool,
+    /// safety.mode.
+    #[arg(long, value_enum, value_name = "MODE")]
+    pub safety_mode: Option<SafetyModeArg>,
     /// providerSettings.bfl.promptUpsampling
     #[arg(long)]
     pub prompt_upsampling: bool,
@@ -252,6 +279,14 @@ pub struct BatchArgs {
     /// Stop waiting for an unreachable server after this long [default: wait for ever].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Option<Duration>,
+    /// Never submit an attempt whose estimated cost would take the batch's billed
+    /// plus in-flight spend over USD (earlier runs count; exit 5 when it stops).
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
+    /// Check every line and referenced file and print what the batch would run and
+    /// its estimated cost; send nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Send again a task first sent longer ago than the server is known to remember
     /// taskUUIDs, when the server no longer knows it (it may then run twice).
     #[arg(long)]
@@ -464,6 +499,15 @@ pub fn parse_latency(s: &str) -> Result<LatencyArg, String> {
             Ok(LatencyArg::Range(a, b))
         }
         None => parse_duration(s).map(LatencyArg::Fixed),
+    }
+}
+
+/// A positive amount of US dollars: `1`, `0.50`, `$2.5`.
+pub fn parse_usd(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_start_matches('$');
+    match t.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("must be a positive amount of US dollars, like 1.50 (got {s:?})")),
     }
 }
 

@@ -105,8 +105,13 @@ pub fn build_task(args: &EditArgs) -> Result<KontextTask, runware_ws::Validation
     if let Some(t) = args.ttl {
         b = b.ttl(t);
     }
-    if args.cost {
-        b = b.include_cost(true);
+    // The cost of each image is asked for unless --no-cost.
+    b = b.include_cost(!args.no_cost);
+    if args.check_content {
+        b = b.check_content(true);
+    }
+    if let Some(m) = args.safety_mode {
+        b = b.safety_mode(m.into());
     }
     if args.prompt_upsampling {
         b = b.prompt_upsampling(true);

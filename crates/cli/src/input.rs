@@ -14,6 +14,7 @@
 //! checked against every Kontext \[pro\] rule; other task types go as [`RawTask`].
 
 use runware_ws::protocol::kontext::{MODEL, rules};
+use runware_ws::protocol::pricing;
 use runware_ws::protocol::{
     DeliveryMethod, ImageInference, KontextSize, KontextTask, OutputFormat, OutputType, ProviderSettings, RawTask,
     ReferenceImage, Safety, ValidationError, Violation,
@@ -71,6 +72,36 @@ impl Task {
             Task::Inference(t) => t.expected_results(),
             Task::Raw(r) => r.expected_results(),
         }
+    }
+
+    /// The model, for image tasks.
+    pub fn model(&self) -> Option<&str> {
+        match self {
+            Task::Kontext(t) => Some(&t.model),
+            Task::Inference(t) => Some(&t.model),
+            Task::Raw(r) if r.task_type() == "imageInference" => r.as_object().get("model").and_then(Value::as_str),
+            Task::Raw(_) => None,
+        }
+    }
+
+    /// The estimated cost of `count` results, USD; `None` when the model's price is
+    /// unknown (see `runware_ws::protocol::pricing`).
+    pub fn estimate(&self, count: u32) -> Option<f64> {
+        self.model().and_then(pricing::price_per_image).map(|p| p * f64::from(count))
+    }
+
+    /// `WxH`, for image tasks that state both.
+    pub fn size(&self) -> Option<String> {
+        let (w, h) = match self {
+            Task::Kontext(t) => (t.width, t.height),
+            Task::Inference(t) => (t.width, t.height),
+            Task::Raw(r) => {
+                let o = r.as_object();
+                let dim = |k: &str| o.get(k).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
+                (dim("width"), dim("height"))
+            }
+        };
+        Some(format!("{}x{}", w?, h?))
     }
 
     /// The seed the line sets, if any.
@@ -192,6 +223,9 @@ pub fn build(value: Value, task_uuid: Uuid, base_dir: &Path) -> Result<Task, Lin
         return RawTask::new(Value::Object(obj)).map(Task::Raw).map_err(LineError::violations);
     }
     obj.entry("model").or_insert_with(|| Value::String(MODEL.to_string()));
+    // The batch reports what it spent: the server says what each image cost unless
+    // the line says otherwise.
+    obj.entry("includeCost").or_insert(Value::Bool(true));
     let kontext = obj.get("model").and_then(Value::as_str) == Some(MODEL);
     let mut v = Vec::new();
     expand_size(&mut obj, &mut v);

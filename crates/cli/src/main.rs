@@ -37,6 +37,8 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_CONNECTION: u8 = 3;
 /// Exit code: the account cannot pay for more work (insufficient credits, quota).
 pub const EXIT_ACCOUNT: u8 = 4;
+/// Exit code: `--max-cost` stopped the batch (the rest is pending in the journal).
+pub const EXIT_BUDGET: u8 = 5;
 /// Exit code: interrupted (Ctrl-C) before the work was done.
 pub const EXIT_INTERRUPTED: u8 = 130;
 

@@ -249,6 +249,9 @@ impl Progress {
         if self.pending() > 0 {
             line.push_str(&format!(" · pending {}", self.pending()));
         }
+        if self.cost() > 0.0 {
+            line.push_str(&format!(" · billed {}", super::output::dollars(self.cost())));
+        }
         let outage = *self.outage.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(o) = outage {
             line.push_str(&format!(" · {}", describe_outage(&o, self.started, Instant::now())));

@@ -19,13 +19,14 @@
 //!   before it is re-sent: one the server forgot is left pending (it may have run),
 //!   or, with `--resubmit-stale`, closed and followed by a new attempt.
 
+use super::budget::Refusal;
 use super::identity;
 use super::journal::{AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, Record, now_ms};
 use super::reader::LineJob;
 use super::{Ctx, Stop, TASK_RETENTION};
 use crate::download::{file_safe, short_uuid};
 use crate::input::Task;
-use crate::output::human_duration;
+use crate::output::{dollars, human_duration};
 use futures::StreamExt;
 use runware_ws::client::{ClientError, ImageResult, KontextStream, Lookup, TaskStream};
 use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
@@ -138,6 +139,14 @@ impl Line<'_> {
                 slot = ctx.throttle.acquire() => slot,
                 _ = ctx.stopped() => return Outcome::Pending,
             };
+            let reservation = match ctx.budget.reserve(self.job.task.estimate(attempt.number_results)) {
+                Ok(r) => r,
+                Err(refusal) => {
+                    drop(slot);
+                    ctx.stop(Stop::Budget(budget_reason(self.job.line, &self.job.task, &refusal)));
+                    return Outcome::Pending;
+                }
+            };
             if fresh && ctx.journal.send_flushed(Entry::Attempt(attempt.clone())).await.is_err() {
                 ctx.stop(Stop::Journal);
                 return Outcome::Pending;
@@ -150,6 +159,7 @@ impl Line<'_> {
                 Err(e) => Err(e),
             };
             ctx.progress.attempt_ended();
+            drop(reservation);
             drop(slot);
             let error = match ended {
                 Ok(()) => {
@@ -382,6 +392,7 @@ impl Line<'_> {
             };
             let record = ImageRecord::new(&image, path.as_deref());
             self.ctx.progress.image(record.cost);
+            self.ctx.budget.billed(record.cost.or_else(|| self.job.task.estimate(1)).unwrap_or(0.0));
             let entry = ImageEntry {
                 key: self.job.key.clone(),
                 line: self.job.line,
@@ -494,6 +505,24 @@ fn backoff(base: Duration, n: u32) -> Duration {
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Why `--max-cost` stopped the batch at line `line`.
+fn budget_reason(line: usize, task: &Task, refusal: &Refusal) -> String {
+    match refusal {
+        Refusal::OverCap { billed, in_flight, estimate, cap } => format!(
+            "--max-cost {}: line {line} would take the batch over it ({} billed + {} in flight + {} for this \
+             attempt)",
+            dollars(*cap),
+            dollars(*billed),
+            dollars(*in_flight),
+            dollars(*estimate)
+        ),
+        Refusal::Unpriced => format!(
+            "--max-cost: line {line} uses model {}, whose price is unknown, so the cap cannot bound it",
+            task.model().unwrap_or("(none)")
+        ),
+    }
 }
 
 #[cfg(test)]

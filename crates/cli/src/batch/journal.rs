@@ -338,6 +338,11 @@ impl Loaded {
         self.header.is_none() && self.lines.is_empty() && self.legacy.is_empty()
     }
 
+    /// What earlier runs were billed, USD: the reported cost of every journaled image.
+    pub fn billed(&self) -> f64 {
+        self.lines.values().flat_map(|l| &l.images).filter_map(|i| i.cost).sum()
+    }
+
     /// The state of line `key` (empty when the journal does not know it).
     pub fn line(&self, key: &str) -> Option<&LineState> {
         self.lines.get(key)

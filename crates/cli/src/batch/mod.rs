@@ -18,6 +18,8 @@
 //! `throttle` (the adaptive in-flight cap), `summary`.
 
 mod attempts;
+mod budget;
+mod dry_run;
 pub mod identity;
 pub mod journal;
 mod reader;
@@ -30,7 +32,7 @@ use super::embedded::{self, Endpoint};
 use super::error::CliError;
 use super::output::{Output, human_duration};
 use super::progress::{Outage, Progress};
-use super::{EXIT_ACCOUNT, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 use attempts::Outcome;
 use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
 use reader::Item;
@@ -66,6 +68,8 @@ pub enum Stop {
     GaveUp(String),
     /// The journal cannot be written: running on would lose the record of what ran.
     Journal,
+    /// `--max-cost` would be passed.
+    Budget(String),
 }
 
 /// Everything a line's run needs.
@@ -77,6 +81,7 @@ pub struct Ctx {
     progress: Arc<Progress>,
     stop: watch::Sender<Stop>,
     throttle: Throttle,
+    budget: budget::Budget,
     batch_id: Uuid,
     retries: u32,
     retry_backoff: Duration,
@@ -124,6 +129,10 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
     let endpoint_id = embedded::endpoint_id(&api);
     let results_path =
         args.results.clone().unwrap_or_else(|| default_results_path(&args.file, embedded::is_embedded(&api)));
+    if args.dry_run {
+        // Nothing is sent, no emulator starts, and the journal is only read.
+        return dry_run::run(canonical, base_dir, results_path, args.max_cost, out).await;
+    }
     if args.fresh {
         set_aside(&results_path, out).await?;
     }
@@ -156,6 +165,7 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
         let summary = Summary {
             skipped_ok: survey.done_ok,
             skipped_failed: survey.done_failed,
+            batch_cost: loaded.billed(),
             ..Summary::empty(&args, &results_path)
         };
         summary::print(out, &summary);
@@ -314,6 +324,7 @@ async fn execute(
         progress: progress.clone(),
         stop: stop_tx,
         throttle: Throttle::new(concurrency),
+        budget: budget::Budget::new(args.max_cost, plan.loaded.billed()),
         batch_id: plan.header.batch_id,
         retries: args.retries,
         retry_backoff: args.retry_backoff,
@@ -395,7 +406,7 @@ async fn execute(
         // Nothing to wait for: the server is gone, or the journal is.
         Stop::GaveUp(_) | Stop::Journal => {}
         // Every line was read, or the account stopped the batch: let every line end.
-        Stop::No | Stop::Fatal(_) | Stop::Account(_) => while running.join_next().await.is_some() {},
+        Stop::No | Stop::Fatal(_) | Stop::Account(_) | Stop::Budget(_) => while running.join_next().await.is_some() {},
     }
     // Lines still running now are cancelled locally; their attempts stay open in
     // the journal and a later run recovers them under the same taskUUIDs.
@@ -411,10 +422,14 @@ async fn execute(
     display_stop.notify_one();
     let _ = display.await;
     progress.clear();
+    let batch_cost = ctx.budget.billed_total();
     drop(ctx);
     let written = journal.finish().await;
 
-    let summary = Summary::of_run(args, &plan.results_path, &progress, skipped_ok, skipped_failed, client, &stop);
+    let summary = Summary {
+        batch_cost,
+        ..Summary::of_run(args, &plan.results_path, &progress, skipped_ok, skipped_failed, client, &stop)
+    };
     summary::print(out, &summary);
 
     written?;
@@ -434,6 +449,14 @@ async fn execute(
         Stop::Journal => {
             out.error(&format!("the journal {} cannot be written: stopped", plan.results_path.display()));
             EXIT_FAILED
+        }
+        Stop::Budget(reason) => {
+            out.error(&format!(
+                "{reason}\nStopped submitting; the attempts in flight finished. The {} line(s) not done are \
+                 pending in the journal: run the same command with a higher --max-cost (or none) to finish them.",
+                summary.pending
+            ));
+            EXIT_BUDGET
         }
         Stop::Interrupted => EXIT_INTERRUPTED,
         Stop::No => {

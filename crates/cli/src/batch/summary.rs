@@ -25,7 +25,10 @@ pub struct Summary {
     pub skipped_ok: u64,
     pub skipped_failed: u64,
     pub images: u64,
+    /// Billed in this run (the server's reported costs), USD.
     pub cost: f64,
+    /// Billed for the whole batch, earlier runs included, USD.
+    pub batch_cost: f64,
     pub wall_seconds: f64,
     pub tasks_per_second: f64,
     pub images_per_second: f64,
@@ -54,6 +57,7 @@ impl Summary {
             skipped_failed: 0,
             images: 0,
             cost: 0.0,
+            batch_cost: 0.0,
             wall_seconds: 0.0,
             tasks_per_second: 0.0,
             images_per_second: 0.0,
@@ -79,7 +83,7 @@ impl Summary {
         let stopped = match stop {
             Stop::No => None,
             Stop::Interrupted => Some("interrupted".to_string()),
-            Stop::Fatal(r) | Stop::Account(r) | Stop::GaveUp(r) => Some(r.clone()),
+            Stop::Fatal(r) | Stop::Account(r) | Stop::GaveUp(r) | Stop::Budget(r) => Some(r.clone()),
             Stop::Journal => Some("the journal cannot be written".to_string()),
         };
         Summary {
@@ -128,7 +132,12 @@ pub fn print(out: &Output, s: &Summary) {
             String::new()
         }
     )];
-    lines.push(format!("  images      {} in {} · total cost {}", s.images, s.out, dollars(s.cost)));
+    let batch = if (s.batch_cost - s.cost).abs() > 1e-9 {
+        format!(" (batch total {})", dollars(s.batch_cost))
+    } else {
+        String::new()
+    };
+    lines.push(format!("  images      {} in {} · billed {}{batch}", s.images, s.out, dollars(s.cost)));
     lines.push(format!(
         "  wall time   {} · {:.2} tasks/s · {:.2} images/s",
         human_duration(Duration::from_secs_f64(s.wall_seconds)),
