@@ -23,7 +23,7 @@ mod sync;
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, Collect, ConnectTimings, ConnectionState, Diagnostics,
     ImageOutput, ImageResult, Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths,
-    ReconnectPolicy, Submit, Task, TaskStream,
+    ReconnectPolicy, ReferenceCache, Submit, Task, TaskStream,
 };
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, KontextTask, ReferenceImage,

@@ -94,3 +94,22 @@ async fn the_per_call_timeout_and_no_wait_apply_to_every_kind() {
     assert!(matches!(waited, Err(ClientError::Timeout { .. })), "{waited:?}");
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reference_cache_uploads_each_inline_reference_once() {
+    let emu = emulator(Duration::from_millis(5)).await;
+    let c = client(&emu, 8).await;
+    let refs = runware_ws::ReferenceCache::new(c.clone());
+    let with_ref = || {
+        Kontext::builder().prompt("Make it snow").size(KontextSize::R1x1).reference_image(PIXEL).build().expect("valid")
+    };
+    let (a, first) = refs.kontext(with_ref()).await.expect("uploaded");
+    let (b, second) = refs.kontext(with_ref()).await.expect("reused");
+    assert_eq!(first.len(), 1, "the first use uploads");
+    assert!(second.is_empty(), "the second does not");
+    assert_eq!(a.reference_images(), b.reference_images(), "both reference the same imageUUID");
+    assert!(matches!(a.reference_images()[0], runware_ws::ReferenceImage::Uuid(u) if u == first[0].image_uuid));
+    assert_eq!(emu.stats().uploads, 1);
+    assert_eq!(c.kontext(a).await.expect("the edit runs on the uploaded reference").len(), 1);
+    emu.shutdown().await;
+}

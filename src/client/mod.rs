@@ -34,6 +34,7 @@ mod mailbox;
 mod metrics;
 mod pending;
 mod poller;
+mod references;
 #[cfg(test)]
 mod scripted;
 mod shared;
@@ -46,6 +47,7 @@ pub use config::{ClientConfig, DEFAULT_URL, Keepalive, PollPolicy, ReconnectPoli
 pub use error::{Cause, ClientError, ConfigError, PartialFailure};
 pub use lookup::Lookup;
 pub use metrics::Metrics;
+pub use references::{ReferenceCache, Uploaded};
 pub use state::ConnectionState;
 pub use submit::{Submit, Submitting, Task};
 pub use task::{Collect, ImageOutput, ImageResult, KontextStream, TaskStream};

@@ -279,6 +279,10 @@ pub struct BatchArgs {
     /// Stop waiting for an unreachable server after this long [default: wait for ever].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Option<Duration>,
+    /// Send local reference images inline in every task (as data URIs) instead of
+    /// uploading each once and referencing its imageUUID.
+    #[arg(long)]
+    pub inline_references: bool,
     /// Never submit an attempt whose estimated cost would take the batch's billed
     /// plus in-flight spend over USD (earlier runs count; exit 5 when it stops).
     #[arg(long, value_name = "USD", value_parser = parse_usd)]

@@ -131,7 +131,10 @@ async fn reader_loop(shared: &Arc<Shared>, conn: &Arc<ConnShared>, mut stream: S
                 return ReaderEnd::Error;
             }
             Ok(Some(Ok(msg))) => match msg {
-                Message::Text(text) => handlers::on_text(shared, conn, text.as_str()),
+                Message::Text(text) => {
+                    shared.stats.largest_frame_in.fetch_max(text.len() as u64, Relaxed);
+                    handlers::on_text(shared, conn, text.as_str())
+                }
                 Message::Binary(_) => handlers::on_binary(conn),
                 Message::Ping(_) | Message::Pong(_) => {}
                 Message::Close(_) => return ReaderEnd::Closed,

@@ -63,6 +63,12 @@ pub(crate) fn on_text(shared: &Arc<Shared>, conn: &Arc<ConnShared>, text: &str) 
             return frame_error(conn, "invalidJSON", "a frame must be a JSON array of task objects".into());
         }
     };
+    // The size of an inference task as sent (a frame's size over its task count:
+    // exact for a frame of one task, the mean for a batch).
+    if !tasks.is_empty() && tasks.iter().all(|t| t["taskType"] == tag::ImageInference::NAME) {
+        let per_task = (text.len() / tasks.len()) as u64;
+        shared.stats.largest_inference_in.fetch_max(per_task, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut reply = Reply::default();
     if tasks.is_empty() {
         reply.error(ApiError::new("invalidJSON", "the frame is an empty array: send at least one task"));
@@ -296,6 +302,7 @@ fn upload(
     let Some(record) = shared.tasks.register(authed.key, uuid, task_type) else {
         return reply.error(conflict(shared, task_type, uuid));
     };
+    stats::bump(&shared.stats.uploads);
     let shared = shared.clone();
     let session = authed.session.clone();
     tokio::spawn(async move {

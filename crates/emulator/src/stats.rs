@@ -51,6 +51,13 @@ pub struct Stats {
     pub billed_micro_usd: u64,
     /// Tasks failed by a [`FailRule`](super::FailRule).
     pub tasks_failed_injected: u64,
+    /// `imageUpload` and `mediaStorage` uploads accepted.
+    pub uploads: u64,
+    /// The largest text frame received from a client, in bytes.
+    pub largest_frame_in: u64,
+    /// The largest `imageInference` task received, in bytes (of a frame of only such
+    /// tasks, its size over their count).
+    pub largest_inference_in: u64,
 }
 
 /// One task's counters (`EmulatorHandle::task_stats`, `GET /stats/tasks`).
@@ -90,6 +97,9 @@ pub(crate) struct Counters {
     pub images_billed: AtomicU64,
     pub billed_micro_usd: AtomicU64,
     pub tasks_failed_injected: AtomicU64,
+    pub uploads: AtomicU64,
+    pub largest_frame_in: AtomicU64,
+    pub largest_inference_in: AtomicU64,
 }
 
 /// Adds one.
@@ -155,6 +165,9 @@ impl Counters {
             images_billed: g(&self.images_billed),
             billed_micro_usd: g(&self.billed_micro_usd),
             tasks_failed_injected: g(&self.tasks_failed_injected),
+            uploads: g(&self.uploads),
+            largest_frame_in: g(&self.largest_frame_in),
+            largest_inference_in: g(&self.largest_inference_in),
         }
     }
 }

@@ -21,7 +21,7 @@
 
 use super::budget::Refusal;
 use super::identity;
-use super::journal::{AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, Record, now_ms};
+use super::journal::{AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, Record, UploadRecord, now_ms};
 use super::reader::LineJob;
 use super::{Ctx, Stop, TASK_RETENTION};
 use crate::download::{file_safe, short_uuid};
@@ -89,12 +89,25 @@ struct Line<'a> {
     /// Why an image could not be saved, if one could not.
     save_error: Option<String>,
     started: Option<Instant>,
+    /// The uploaded references (imageUUIDs) the current attempt uses.
+    referenced: Vec<uuid::Uuid>,
+    /// Whether the line already uploaded its references again once.
+    reuploaded: bool,
 }
 
 /// Runs one line to its end (or until the batch stops).
 pub async fn run_line(ctx: &Ctx, job: LineJob) -> Outcome {
     let images = job.prior.images.clone();
-    let mut line = Line { ctx, job, images, others: Vec::new(), save_error: None, started: None };
+    let mut line = Line {
+        ctx,
+        job,
+        images,
+        others: Vec::new(),
+        save_error: None,
+        started: None,
+        referenced: Vec::new(),
+        reuploaded: false,
+    };
     let outcome = line.run().await;
     match outcome {
         Outcome::Ok => ctx.progress.line_done(true, line.started.map(|s| s.elapsed())),
@@ -134,6 +147,15 @@ impl Line<'_> {
             let task = match self.job.task.for_attempt(attempt.task_uuid, attempt.number_results, attempt.seed) {
                 Ok(t) => t,
                 Err(e) => return self.fail_final(&attempt, e.code.to_string(), e.message, e.parameter).await,
+            };
+            let task = match self.send_references_once(task).await {
+                Ok(t) => t,
+                Err(e) if e.api_kind().is_some() => {
+                    let (code, message) = api_code(&e);
+                    let message = format!("uploading a reference image: {message}");
+                    return self.fail_final(&attempt, code, message, Some("inputs.referenceImages".into())).await;
+                }
+                Err(_) => return Outcome::Pending,
             };
             let slot = tokio::select! {
                 slot = ctx.throttle.acquire() => slot,
@@ -259,6 +281,23 @@ impl Line<'_> {
                     }
                     ctx.stop_for_account(&error);
                     return Outcome::Pending;
+                }
+                // The server no longer knows an upload this attempt referenced: upload
+                // it again and send a new attempt (once per line).
+                _ if !self.reuploaded
+                    && !self.referenced.is_empty()
+                    && api_code(&error).0 == "invalidReferenceImage" =>
+                {
+                    self.reuploaded = true;
+                    if let Some(refs) = &ctx.references {
+                        for u in self.referenced.drain(..) {
+                            refs.forget(u);
+                        }
+                    }
+                    let (code, message) = api_code(&error);
+                    if !self.journal_failed(&attempt, &code, &message).await {
+                        return Outcome::Pending;
+                    }
                 }
                 // Never (and any advice this build does not know): the line fails.
                 _ => {
@@ -423,6 +462,32 @@ impl Line<'_> {
         };
         self.journal_result(record).await;
         Outcome::Ok
+    }
+
+    /// The attempt's task with its inline references replaced by the imageUUIDs of
+    /// their uploads (each uploaded once per batch, and journaled before use).
+    async fn send_references_once(&mut self, task: Task) -> Result<Task, ClientError> {
+        let Some(refs) = &self.ctx.references else { return Ok(task) };
+        let (task, uploads) = match task {
+            Task::Kontext(t) => {
+                let (t, uploads) = refs.kontext(*t).await?;
+                (Task::Kontext(Box::new(t)), uploads)
+            }
+            Task::Inference(t) => {
+                let (t, uploads) = refs.inference(*t).await?;
+                (Task::Inference(Box::new(t)), uploads)
+            }
+            raw => (raw, Vec::new()),
+        };
+        for u in uploads {
+            let entry = Entry::Upload(UploadRecord { key: u.key, image_uuid: u.image_uuid, at_ms: now_ms() });
+            if self.ctx.journal.send_flushed(entry).await.is_err() {
+                self.ctx.stop(Stop::Journal);
+                return Err(ClientError::Closed);
+            }
+        }
+        self.referenced = task.referenced_uuids();
+        Ok(task)
     }
 
     async fn fail_final(

@@ -263,6 +263,21 @@ pub enum Entry {
     AttemptFailed(AttemptFailed),
     /// A line's outcome.
     Result(Record),
+    /// A reference image uploaded once for the batch (`imageUpload`).
+    Upload(UploadRecord),
+}
+
+/// A reference uploaded for the batch: its content key and the imageUUID the
+/// server gave it. A later run references it instead of uploading again.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UploadRecord {
+    /// `ReferenceCache::key` of the reference's content.
+    pub key: Uuid,
+    #[serde(rename = "imageUUID")]
+    pub image_uuid: Uuid,
+    /// When it was uploaded (ms since the epoch).
+    pub at_ms: u64,
 }
 
 /// What the journal says of one line.
@@ -314,7 +329,7 @@ impl LineState {
                 }
                 self.result = Some(r);
             }
-            Entry::Header(_) => {}
+            Entry::Header(_) | Entry::Upload(_) => {}
         }
     }
 }
@@ -330,6 +345,8 @@ pub struct Loaded {
     pub legacy: HashMap<Uuid, Record>,
     /// Lines that could not be read (a write cut short by a crash).
     pub unreadable: usize,
+    /// Reference content key → imageUUID of its upload (the latest).
+    pub uploads: HashMap<Uuid, Uuid>,
 }
 
 impl Loaded {
@@ -379,13 +396,16 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
                         loaded.header = Some(h);
                     }
                 }
+                Entry::Upload(u) => {
+                    loaded.uploads.insert(u.key, u.image_uuid);
+                }
                 other => {
                     let key = match &other {
                         Entry::Attempt(a) => Some(a.key.clone()),
                         Entry::Image(i) => Some(i.key.clone()),
                         Entry::AttemptFailed(f) => Some(f.key.clone()),
                         Entry::Result(r) => r.key.clone(),
-                        Entry::Header(_) => None,
+                        Entry::Header(_) | Entry::Upload(_) => None,
                     };
                     match key {
                         Some(k) => loaded.lines.entry(k).or_default().apply(other),

@@ -36,7 +36,7 @@ use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERR
 use attempts::Outcome;
 use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
 use reader::Item;
-use runware_ws::client::{Client, ClientError, ConnectionState, ReconnectPolicy};
+use runware_ws::client::{Client, ClientError, ConnectionState, ReconnectPolicy, ReferenceCache};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,6 +82,8 @@ pub struct Ctx {
     stop: watch::Sender<Stop>,
     throttle: Throttle,
     budget: budget::Budget,
+    /// Inline references uploaded once (none with --inline-references).
+    references: Option<ReferenceCache>,
     batch_id: Uuid,
     retries: u32,
     retry_backoff: Duration,
@@ -325,6 +327,13 @@ async fn execute(
         stop: stop_tx,
         throttle: Throttle::new(concurrency),
         budget: budget::Budget::new(args.max_cost, plan.loaded.billed()),
+        references: (!args.inline_references).then(|| {
+            let cache = ReferenceCache::new(client.clone());
+            for (key, image_uuid) in &plan.loaded.uploads {
+                cache.insert(*key, *image_uuid);
+            }
+            cache
+        }),
         batch_id: plan.header.batch_id,
         retries: args.retries,
         retry_backoff: args.retry_backoff,
