@@ -133,6 +133,7 @@ async fn reader_loop(shared: &Arc<Shared>, conn: &Arc<ConnShared>, mut stream: S
             Ok(Some(Ok(msg))) => match msg {
                 Message::Text(text) => {
                     shared.stats.largest_frame_in.fetch_max(text.len() as u64, Relaxed);
+                    shared.stats.bytes_in.fetch_add(text.len() as u64, Relaxed);
                     handlers::on_text(shared, conn, text.as_str())
                 }
                 Message::Binary(_) => handlers::on_binary(conn),

@@ -55,6 +55,8 @@ pub struct Stats {
     pub uploads: u64,
     /// The largest text frame received from a client, in bytes.
     pub largest_frame_in: u64,
+    /// Bytes of text frames received from clients, in all.
+    pub bytes_in: u64,
     /// The largest `imageInference` task received, in bytes (of a frame of only such
     /// tasks, its size over their count).
     pub largest_inference_in: u64,
@@ -99,6 +101,7 @@ pub(crate) struct Counters {
     pub tasks_failed_injected: AtomicU64,
     pub uploads: AtomicU64,
     pub largest_frame_in: AtomicU64,
+    pub bytes_in: AtomicU64,
     pub largest_inference_in: AtomicU64,
 }
 
@@ -167,6 +170,7 @@ impl Counters {
             tasks_failed_injected: g(&self.tasks_failed_injected),
             uploads: g(&self.uploads),
             largest_frame_in: g(&self.largest_frame_in),
+            bytes_in: g(&self.bytes_in),
             largest_inference_in: g(&self.largest_inference_in),
         }
     }
