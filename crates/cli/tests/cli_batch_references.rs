@@ -102,3 +102,40 @@ async fn task_frames_stay_small_and_inline_references_keep_the_old_way() {
     assert!(upload_frame > 1_000_000);
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_the_server_forgot_is_uploaded_again_once() {
+    let emu = emulator_small().await;
+    let dir = scratch("refs-forgot");
+    write_noise_png(&dir.join("ref.png"));
+    let input = dir.join("tasks.jsonl");
+    write_jsonl(&input, &lines(3, 0));
+    let batch = || {
+        let mut cmd = runware();
+        cmd.args(api(&emu)).args(["--json", "batch"]).arg(&input).args(["--no-download", "--concurrency", "4"]);
+        cmd
+    };
+    assert_eq!(exec(batch()).await.code, 0);
+    assert_eq!(emu.stats().uploads, 1);
+
+    // The server forgets it; new lines first reference the journaled upload, are
+    // refused with invalidReferenceImage, upload it again and run.
+    emu.inject(runware_emulator::Fault::ForgetUploads);
+    let mut more = lines(3, 0);
+    more.extend(lines(4, 3));
+    write_jsonl(&input, &more);
+    let run = exec(batch()).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let s: Value = serde_json::from_str(run.stdout.trim()).expect("a JSON summary");
+    assert_eq!(s["ok"].as_u64(), Some(4), "{s}");
+    assert_eq!(emu.stats().uploads, 2, "uploaded again once");
+    let results = dir.join("tasks.results.jsonl");
+    assert_eq!(entries_of(&results, "upload").len(), 2, "the new upload is journaled");
+    let refused = entries_of(&results, "attemptFailed");
+    assert!(refused.iter().all(|f| f["code"] == "invalidReferenceImage"), "{refused:?}");
+    assert!(!refused.is_empty() && refused.len() <= 4, "{refused:?}");
+    for (uuid, t) in emu.task_stats() {
+        assert!(t.executions <= 1, "{uuid} ran {} times", t.executions);
+    }
+    emu.shutdown().await;
+}

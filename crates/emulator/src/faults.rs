@@ -55,6 +55,9 @@ pub enum Fault {
     /// HTTP 503 for this long (tokio time). Tasks keep running; their results wait in
     /// their sessions' buffers as after any drop.
     Outage(Duration),
+    /// Forgets every uploaded image now, as a server whose uploads expired would:
+    /// tasks that reference one fail with `invalidReferenceImage`.
+    ForgetUploads,
 }
 
 /// Armed faults.
@@ -103,7 +106,13 @@ impl FaultState {
                 let mut cur = lock(&self.outage_until);
                 *cur = Some(cur.map_or(until, |c| c.max(until)));
             }
-            Fault::Drop | Fault::Close | Fault::HalfOpen | Fault::Restart | Fault::StrayError | Fault::Garbage => {}
+            Fault::Drop
+            | Fault::Close
+            | Fault::HalfOpen
+            | Fault::Restart
+            | Fault::StrayError
+            | Fault::Garbage
+            | Fault::ForgetUploads => {}
         }
     }
 

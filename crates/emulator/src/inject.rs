@@ -46,6 +46,7 @@ pub(crate) fn inject(shared: &Shared, fault: Fault) {
             c.push_text(r#"{"data":[{"taskType":"imageInference","imageUUID":"not-a-task"}]}"#.to_string());
             c.push_binary(vec![0xde, 0xad, 0xbe, 0xef]);
         }),
+        Fault::ForgetUploads => shared.media.clear_uploads(),
         outage @ Fault::Outage(_) => {
             // The deadline first, so no client reconnects between the drop and it.
             shared.faults.arm(outage);

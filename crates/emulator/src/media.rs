@@ -106,6 +106,11 @@ impl MediaStore {
         lock(&self.uploads).0.map.get(&uuid).cloned()
     }
 
+    /// Forgets every upload (as a server that expired them would).
+    pub fn clear_uploads(&self) {
+        *lock(&self.uploads) = (Fifo::default(), 0);
+    }
+
     /// Deletes an upload; true if it existed.
     pub fn delete_upload(&self, uuid: Uuid) -> bool {
         let mut guard = lock(&self.uploads);
