@@ -50,6 +50,7 @@ impl Cli {
             Command::Upload(a) => keys.extend(a.api.api_key.clone()),
             Command::Ping(a) => keys.extend(a.api.api_key.clone()),
             Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
+            Command::Gallery(_) => {}
         }
         keys
     }
@@ -70,6 +71,8 @@ pub enum Command {
     Ping(PingArgs),
     /// Run the Runware emulator until Ctrl-C.
     Serve(ServeArgs),
+    /// Write a self-contained index.html to review a batch's results.
+    Gallery(GalleryArgs),
 }
 
 /// Where to connect and with which key.
@@ -279,6 +282,9 @@ pub struct BatchArgs {
     /// Stop waiting for an unreachable server after this long [default: wait for ever].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub give_up_after: Option<Duration>,
+    /// When the batch ends, write a gallery (index.html) to review it into the output folder.
+    #[arg(long)]
+    pub gallery: bool,
     /// Send local reference images inline in every task (as data URIs) instead of
     /// uploading each once and referencing its imageUUID.
     #[arg(long)]
@@ -352,6 +358,19 @@ pub struct PingArgs {
     /// How many pings to send after authenticating.
     #[arg(long, short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
+}
+
+/// `runware gallery`
+#[derive(Args, Debug, Clone)]
+pub struct GalleryArgs {
+    /// The batch's results journal (FILE.results.jsonl or FILE.emulator.results.jsonl).
+    pub results: PathBuf,
+    /// The batch's input file [default: the journal's name without `.results` (and `.emulator`)].
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Where to write index.html (the batch's output folder).
+    #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 /// `runware serve`

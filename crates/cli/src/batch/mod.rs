@@ -20,6 +20,7 @@
 mod attempts;
 mod budget;
 mod dry_run;
+mod gallery;
 pub mod identity;
 pub mod journal;
 mod reader;
@@ -171,6 +172,9 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
             ..Summary::empty(&args, &results_path)
         };
         summary::print(out, &summary);
+        if args.gallery {
+            write_gallery(canonical, results_path, args.out.clone(), out).await?;
+        }
         return Ok(if survey.done_failed > 0 { EXIT_FAILED } else { EXIT_OK });
     }
 
@@ -191,10 +195,14 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
             return Err(e);
         }
     };
+    let gallery = args.gallery.then(|| (canonical.clone(), results_path.clone()));
     let plan = Plan { canonical, base_dir, results_path, loaded, header, new_journal, to_run };
     let result = execute(&client, &endpoint, &args, out, plan).await;
     client.close(Duration::from_secs(1)).await;
     endpoint.shutdown().await;
+    if let Some((input, results)) = gallery {
+        write_gallery(input, results, args.out.clone(), out).await?;
+    }
     result
 }
 
@@ -557,4 +565,30 @@ mod tests {
         assert_eq!(default_results_path(Path::new("tasks.txt"), false), PathBuf::from("tasks.txt.results.jsonl"));
         assert_eq!(default_results_path(Path::new("a/b.jsonl"), true), PathBuf::from("a/b.emulator.results.jsonl"));
     }
+}
+
+/// `runware gallery RESULTS.jsonl`: the gallery of a batch run earlier.
+pub async fn gallery_command(args: super::args::GalleryArgs, out: &Output) -> Result<u8, CliError> {
+    let input = match args.input.clone() {
+        Some(i) => i,
+        None => input_of_results(&args.results).ok_or_else(|| {
+            CliError::Usage(format!("cannot tell the input file of {}: pass --input FILE", args.results.display()))
+        })?,
+    };
+    write_gallery(input, args.results, args.out, out).await?;
+    Ok(EXIT_OK)
+}
+
+/// `tasks.results.jsonl` or `tasks.emulator.results.jsonl` → `tasks.jsonl`.
+fn input_of_results(results: &Path) -> Option<PathBuf> {
+    let name = results.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".results.jsonl")?;
+    let stem = stem.strip_suffix(".emulator").unwrap_or(stem);
+    Some(results.with_file_name(format!("{stem}.jsonl")))
+}
+
+async fn write_gallery(input: PathBuf, results: PathBuf, dir: PathBuf, out: &Output) -> Result<(), CliError> {
+    let (path, cards) = blocking(move || gallery::write(&input, &results, &dir)).await?;
+    out.notice(&format!("Gallery of {cards} line(s): {}", path.display()));
+    Ok(())
 }
