@@ -555,18 +555,6 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, CliError> + S
     tokio::task::spawn_blocking(f).await.map_err(|e| CliError::Other(format!("a blocking task failed: {e}")))?
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn results_path_sits_beside_the_input_and_names_the_emulator() {
-        assert_eq!(default_results_path(Path::new("a/b.jsonl"), false), PathBuf::from("a/b.results.jsonl"));
-        assert_eq!(default_results_path(Path::new("tasks.txt"), false), PathBuf::from("tasks.txt.results.jsonl"));
-        assert_eq!(default_results_path(Path::new("a/b.jsonl"), true), PathBuf::from("a/b.emulator.results.jsonl"));
-    }
-}
-
 /// `runware gallery RESULTS.jsonl`: the gallery of a batch run earlier.
 pub async fn gallery_command(args: super::args::GalleryArgs, out: &Output) -> Result<u8, CliError> {
     let input = match args.input.clone() {
@@ -591,4 +579,16 @@ async fn write_gallery(input: PathBuf, results: PathBuf, dir: PathBuf, out: &Out
     let (path, cards) = blocking(move || gallery::write(&input, &results, &dir)).await?;
     out.notice(&format!("Gallery of {cards} line(s): {}", path.display()));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn results_path_sits_beside_the_input_and_names_the_emulator() {
+        assert_eq!(default_results_path(Path::new("a/b.jsonl"), false), PathBuf::from("a/b.results.jsonl"));
+        assert_eq!(default_results_path(Path::new("tasks.txt"), false), PathBuf::from("tasks.txt.results.jsonl"));
+        assert_eq!(default_results_path(Path::new("a/b.jsonl"), true), PathBuf::from("a/b.emulator.results.jsonl"));
+    }
 }
