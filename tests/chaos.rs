@@ -40,7 +40,7 @@ impl Plan {
     }
 }
 
-const KEEPALIVE: Keepalive = Keepalive { idle: Duration::from_millis(150), timeout: Duration::from_millis(300) };
+const KEEPALIVE: Keepalive = Keepalive::new(Duration::from_millis(150), Duration::from_millis(300));
 
 fn policy() -> ReconnectPolicy {
     ReconnectPolicy {

@@ -34,7 +34,7 @@ async fn client(emu: &EmulatorHandle, in_flight: usize) -> Client {
         .api_key(KEY)
         .max_in_flight(in_flight)
         .reconnect(fast_reconnect())
-        .keepalive(Keepalive { idle: Duration::from_millis(200), timeout: Duration::from_millis(400) })
+        .keepalive(Keepalive::new(Duration::from_millis(200), Duration::from_millis(400)))
         .poll(runware_ws::PollPolicy {
             initial: Duration::from_millis(20),
             max: Duration::from_millis(200),
@@ -491,7 +491,11 @@ async fn an_application_ping_is_answered_and_timed() {
     let silent = Client::builder()
         .url(emu.ws_url())
         .api_key(KEY)
-        .keepalive(Keepalive { idle: Duration::from_secs(60), timeout: Duration::from_secs(60) })
+        .keepalive(Keepalive {
+            busy_idle: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(60),
+            ..Keepalive::new(Duration::from_secs(60), Duration::from_secs(60))
+        })
         .connect()
         .await
         .expect("connects");

@@ -174,7 +174,7 @@ impl<T: Transport> Writer<'_, T> {
             return e;
         }
         let ka = self.shared.config.keepalive.clone();
-        let tick = (ka.idle.min(ka.timeout) / 4).clamp(Duration::from_millis(5), Duration::from_secs(1));
+        let tick = ka.check_every();
         let mut ticker = tokio::time::interval(tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ping_sent: Option<Instant> = None;
@@ -236,17 +236,19 @@ impl<T: Transport> Writer<'_, T> {
                 _ = ticker.tick() => {
                     let now = Instant::now();
                     let last_in = self.shared.epoch + Duration::from_millis(self.shared.link.last_inbound_ms.load(Ordering::Relaxed));
+                    // Tighter bounds while anyone waits for the socket.
+                    let (ping_after, dead_after) = ka.bounds(!self.shared.tasks.pending.is_empty());
                     if let Some(sent) = ping_sent {
                         if last_in >= sent {
                             ping_sent = None;
-                        } else if now.duration_since(sent) >= ka.timeout {
+                        } else if now.duration_since(sent) >= dead_after {
                             let silence = now.duration_since(last_in).as_millis();
                             Counters::add(&self.shared.counters.dead_sockets, 1);
                             Counters::max(&self.shared.counters.max_dead_silence_ms, u64::try_from(silence).unwrap_or(u64::MAX));
-                            return Ended::Dead(ka.timeout);
+                            return Ended::Dead(dead_after);
                         }
                     }
-                    if ping_sent.is_none() && now.duration_since(last_in.max(last_ping)) >= ka.idle {
+                    if ping_sent.is_none() && now.duration_since(last_in.max(last_ping)) >= ping_after {
                         if let Err(e) = self.send_text(r#"[{"taskType":"ping","ping":true}]"#.to_string()).await {
                             return e;
                         }

@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::{self, Message};
+use uuid::Uuid;
 
 /// The client's end of a scripted connection.
 struct Pipe {
@@ -128,6 +129,16 @@ struct Harness {
 
 impl Harness {
     fn new(plan: Vec<Plan>) -> Harness {
+        // Keepalive far away: the scripted peers answer pings, but no test of
+        // reconnects should depend on one.
+        let far = Keepalive {
+            busy_idle: Duration::from_secs(3600),
+            ..Keepalive::new(Duration::from_secs(3600), Duration::from_secs(60))
+        };
+        Harness::with_keepalive(plan, far)
+    }
+
+    fn with_keepalive(plan: Vec<Plan>, keepalive: Keepalive) -> Harness {
         let (tx, peers) = mpsc::unbounded();
         let connector = Scripted { plan: Arc::new(Mutex::new(plan.into())), peers: tx };
         let builder: ClientBuilder = Client::builder()
@@ -140,9 +151,7 @@ impl Harness {
                 jitter: 0.0,
                 max_attempts: Some(5),
             })
-            // Keepalive far away: the scripted peers answer pings, but no test
-            // should depend on one.
-            .keepalive(Keepalive { idle: Duration::from_secs(3600), timeout: Duration::from_secs(60) });
+            .keepalive(keepalive);
         Harness { client: builder.build_with(connector), peers }
     }
 
@@ -263,4 +272,90 @@ async fn refused_connections_back_off_by_the_policy_then_connect() {
     assert_eq!(uuids(&peer.recv().await), vec![u.clone()]);
     peer.result(&u, "img");
     assert_eq!(stream.await.expect("done").len(), 1);
+}
+
+/// Answers the peer's pings until told to send `uuid`'s result, then hands the peer back.
+fn answer_pings_until(
+    mut peer: Peer,
+    uuid: String,
+    go: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Peer> {
+    tokio::spawn(async move {
+        let mut go = go;
+        loop {
+            tokio::select! {
+                _ = &mut go => {
+                    peer.result(&uuid, "img-slow");
+                    return peer;
+                }
+                // `recv` answers pings itself and returns only other frames.
+                _ = peer.recv() => {}
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_half_open_socket_with_tasks_waiting_is_found_within_the_busy_bound() {
+    let mut h = Harness::with_keepalive(vec![], Keepalive::default());
+    let mut peer = h.peer().await;
+    peer.expect_auth().await;
+    peer.accept("s-1");
+    let stream = h.client.submit(edit(1)).await.expect("submitted");
+    let uuid = stream.task_uuid().to_string();
+    assert_eq!(uuids(&peer.recv().await), vec![uuid.clone()]);
+    // Half-open: the connection stays up, but the peer neither reads nor answers.
+    let silent_since = tokio::time::Instant::now();
+    let mut second = h.peer().await;
+    let found = silent_since.elapsed();
+    // 2 s of silence, a ping, 4 s without an answer; a 500 ms check interval and
+    // the first reconnect delay (100 ms) on top.
+    assert!(found >= Duration::from_secs(6), "not before the bound: {found:?}");
+    assert!(found <= Duration::from_millis(6_700), "within the busy bound, not idle + timeout (25 s): {found:?}");
+    assert_eq!(h.client.metrics().dead_sockets, 1);
+    second.expect_auth().await;
+    second.accept("s-1");
+    assert_eq!(uuids(&second.recv().await), vec![uuid.clone()], "resent under its own taskUUID");
+    second.result(&uuid, "img");
+    assert_eq!(stream.await.expect("recovered").len(), 1);
+    drop(peer);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_task_on_a_live_socket_that_answers_pings_is_never_cut() {
+    let mut h = Harness::with_keepalive(vec![], Keepalive::default());
+    let mut peer = h.peer().await;
+    peer.expect_auth().await;
+    peer.accept("s-1");
+    let stream = h.client.submit(edit(2)).await.expect("submitted");
+    let uuid = stream.task_uuid().to_string();
+    assert_eq!(uuids(&peer.recv().await), vec![uuid.clone()]);
+    // A 10 s edit: the server says nothing about it, but answers every ping.
+    let (go, rx) = tokio::sync::oneshot::channel();
+    let server = answer_pings_until(peer, uuid, rx);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let _ = go.send(());
+    assert_eq!(stream.await.expect("the slow task completes").len(), 1);
+    let m = h.client.metrics();
+    assert_eq!((m.dead_sockets, m.reconnects), (0, 0), "{m:?}");
+    assert!(m.pings >= 3, "it pinged while waiting: {m:?}");
+    drop(server);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_client_pings_at_the_idle_cadence_only() {
+    let mut h = Harness::with_keepalive(vec![], Keepalive::default());
+    let mut peer = h.peer().await;
+    peer.expect_auth().await;
+    peer.accept("s-1");
+    h.client.wait_connected().await.expect("connected");
+    let (go, rx) = tokio::sync::oneshot::channel();
+    let server = answer_pings_until(peer, Uuid::nil().to_string(), rx);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    // Every 15 s of silence: at 15, 30, 45 and 60 s.
+    let m = h.client.metrics();
+    assert_eq!(m.pings, 4, "{m:?}");
+    assert_eq!(m.dead_sockets, 0);
+    drop(go);
+    drop(server);
 }
