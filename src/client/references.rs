@@ -69,17 +69,25 @@ impl ReferenceCache {
         else {
             return Ok((image.clone(), None));
         };
+        let (image_uuid, made) = self.upload_keyed(key, text).await?;
+        Ok((ReferenceImage::Uuid(image_uuid), made))
+    }
+
+    /// The imageUUID of the inline reference `text` whose content key is `key`
+    /// (uploaded now if it is the first use), with the upload if this call made it.
+    /// For callers that keep references by key, so as not to hash them again.
+    pub async fn upload_keyed(&self, key: Uuid, text: &str) -> Result<(Uuid, Option<Uploaded>), ClientError> {
         let cell = lock(&self.cells).entry(key).or_default().clone();
         let made = AtomicBool::new(false);
         let image_uuid = *cell
             .get_or_try_init(|| async {
                 made.store(true, Ordering::Relaxed);
-                let item = self.client.upload_image(text.clone()).await?;
+                let item = self.client.upload_image(text.to_string()).await?;
                 let uuid = item.image_uuid.as_deref().and_then(|u| Uuid::parse_str(u).ok());
                 uuid.ok_or_else(|| ClientError::Protocol("imageUpload returned no imageUUID".into()))
             })
             .await?;
-        Ok((ReferenceImage::Uuid(image_uuid), made.into_inner().then_some(Uploaded { key, image_uuid })))
+        Ok((image_uuid, made.into_inner().then_some(Uploaded { key, image_uuid })))
     }
 
     /// `task` with every inline reference replaced by its upload's imageUUID, and

@@ -29,7 +29,7 @@ use crate::input::Task;
 use crate::output::{dollars, human_duration};
 use futures::StreamExt;
 use runware_ws::client::{ClientError, ImageResult, KontextStream, Lookup, TaskStream};
-use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
+use runware_ws::protocol::{ErrorKind, KontextTask, ReferenceImage, ResultItem, RetryAdvice};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -468,16 +468,35 @@ impl Line<'_> {
     /// their uploads (each uploaded once per batch, and journaled before use).
     async fn send_references_once(&mut self, task: Task) -> Result<Task, ClientError> {
         let Some(refs) = &self.ctx.references else { return Ok(task) };
-        let (task, uploads) = match task {
-            Task::Kontext(t) => {
-                let (t, uploads) = refs.kontext(*t).await?;
-                (Task::Kontext(Box::new(t)), uploads)
+        let (mut inner, kontext) = match task {
+            Task::Kontext(t) => (t.into_inner(), true),
+            Task::Inference(t) => (*t, false),
+            raw => return Ok(raw),
+        };
+        let mut uploads = Vec::new();
+        if let Some(inputs) = inner.inputs.as_mut() {
+            for r in inputs.reference_images.iter_mut() {
+                // A reference interned by the submit loop (its content key), or one
+                // still inline.
+                let interned = match r {
+                    ReferenceImage::Uuid(key) => self.ctx.shared_refs.text(key).map(|text| (*key, text)),
+                    _ => None,
+                };
+                let (sent, made) = match interned {
+                    Some((key, text)) => {
+                        let (uuid, made) = refs.upload_keyed(key, &text).await?;
+                        (ReferenceImage::Uuid(uuid), made)
+                    }
+                    None => refs.reference(r).await?,
+                };
+                *r = sent;
+                uploads.extend(made);
             }
-            Task::Inference(t) => {
-                let (t, uploads) = refs.inference(*t).await?;
-                (Task::Inference(Box::new(t)), uploads)
-            }
-            raw => (raw, Vec::new()),
+        }
+        let task = if kontext {
+            Task::Kontext(Box::new(KontextTask::try_from(inner).map_err(ClientError::from)?))
+        } else {
+            Task::Inference(Box::new(inner))
         };
         for u in uploads {
             let entry = Entry::Upload(UploadRecord { key: u.key, image_uuid: u.image_uuid, at_ms: now_ms() });

@@ -24,6 +24,7 @@ mod gallery;
 pub mod identity;
 pub mod journal;
 mod reader;
+mod shared_refs;
 mod summary;
 mod throttle;
 
@@ -85,6 +86,8 @@ pub struct Ctx {
     budget: budget::Budget,
     /// Inline references uploaded once (none with --inline-references).
     references: Option<ReferenceCache>,
+    /// One copy of each inline reference's text, by content key.
+    shared_refs: shared_refs::SharedRefs,
     batch_id: Uuid,
     retries: u32,
     retry_backoff: Duration,
@@ -335,6 +338,7 @@ async fn execute(
         stop: stop_tx,
         throttle: Throttle::new(concurrency),
         budget: budget::Budget::new(args.max_cost, plan.loaded.billed()),
+        shared_refs: shared_refs::SharedRefs::default(),
         references: (!args.inline_references).then(|| {
             let cache = ReferenceCache::new(client.clone());
             for (key, image_uuid) in &plan.loaded.uploads {
@@ -387,7 +391,10 @@ async fn execute(
                     ctx.stop(Stop::Journal);
                 }
             }
-            Item::Run(job) => {
+            Item::Run(mut job) => {
+                if ctx.references.is_some() {
+                    job.task = ctx.shared_refs.intern(job.task);
+                }
                 let permit = tokio::select! {
                     biased;
                     _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
