@@ -104,16 +104,6 @@ impl Task {
         Some(format!("{}x{}", w?, h?))
     }
 
-    /// The imageUUIDs its reference images name.
-    pub fn referenced_uuids(&self) -> Vec<Uuid> {
-        let refs = match self {
-            Task::Kontext(t) => t.reference_images(),
-            Task::Inference(t) => t.reference_images(),
-            Task::Raw(_) => return Vec::new(),
-        };
-        refs.iter().filter_map(|r| if let ReferenceImage::Uuid(u) = r { Some(*u) } else { None }).collect()
-    }
-
     /// The seed the line sets, if any.
     pub fn seed(&self) -> Option<u64> {
         match self {

@@ -28,7 +28,7 @@ use crate::download::{file_safe, short_uuid};
 use crate::input::Task;
 use crate::output::{dollars, human_duration};
 use futures::StreamExt;
-use runware_ws::client::{ClientError, ImageResult, KontextStream, Lookup, TaskStream};
+use runware_ws::client::{ClientError, ImageResult, KontextStream, Lookup, ReferenceCache, TaskStream};
 use runware_ws::protocol::{ErrorKind, KontextTask, ReferenceImage, ResultItem, RetryAdvice};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -150,12 +150,20 @@ impl Line<'_> {
             };
             let task = match self.send_references_once(task).await {
                 Ok(t) => t,
-                Err(e) if e.api_kind().is_some() => {
-                    let (code, message) = api_code(&e);
-                    let message = format!("uploading a reference image: {message}");
-                    return self.fail_final(&attempt, code, message, Some("inputs.referenceImages".into())).await;
-                }
-                Err(_) => return Outcome::Pending,
+                // Nothing of this attempt was sent: only a refusal for good fails the
+                // line; anything a later run may get past leaves it pending.
+                Err(e) => match e.retry_advice() {
+                    RetryAdvice::Never => {
+                        let (code, message) = api_code(&e);
+                        let message = format!("uploading a reference image: {message}");
+                        return self.fail_final(&attempt, code, message, Some("inputs.referenceImages".into())).await;
+                    }
+                    RetryAdvice::FixAccount => {
+                        ctx.stop_for_account(&e);
+                        return Outcome::Pending;
+                    }
+                    _ => return Outcome::Pending,
+                },
             };
             let slot = tokio::select! {
                 slot = ctx.throttle.acquire() => slot,
@@ -474,23 +482,29 @@ impl Line<'_> {
             raw => return Ok(raw),
         };
         let mut uploads = Vec::new();
+        // The uploads this attempt references (what a refusal of them may be about).
+        let mut referenced = Vec::new();
         if let Some(inputs) = inner.inputs.as_mut() {
             for r in inputs.reference_images.iter_mut() {
-                // A reference interned by the submit loop (its content key), or one
-                // still inline.
+                // A reference interned by the reader (its content key), one still
+                // inline, or one the line names itself (a URL or an imageUUID: as is).
                 let interned = match r {
                     ReferenceImage::Uuid(key) => self.ctx.shared_refs.text(key).map(|text| (*key, text)),
                     _ => None,
                 };
-                let (sent, made) = match interned {
-                    Some((key, text)) => {
-                        let (uuid, made) = refs.upload_keyed(key, &text).await?;
-                        (ReferenceImage::Uuid(uuid), made)
-                    }
-                    None => refs.reference(r).await?,
+                let (uuid, made) = match (interned, ReferenceCache::key(r)) {
+                    (Some((key, text)), _) => refs.upload_keyed(key, &text).await?,
+                    (None, Some(_)) => match refs.reference(r).await? {
+                        (ReferenceImage::Uuid(u), made) => (u, made),
+                        (other, _) => {
+                            return Err(ClientError::Protocol(format!("an inline reference stayed inline: {other:?}")));
+                        }
+                    },
+                    (None, None) => continue,
                 };
-                *r = sent;
+                referenced.push(uuid);
                 uploads.extend(made);
+                *r = ReferenceImage::Uuid(uuid);
             }
         }
         let task = if kontext {
@@ -505,7 +519,7 @@ impl Line<'_> {
                 return Err(ClientError::Closed);
             }
         }
-        self.referenced = task.referenced_uuids();
+        self.referenced = referenced;
         Ok(task)
     }
 

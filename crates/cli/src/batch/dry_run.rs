@@ -50,7 +50,7 @@ pub async fn run(
     let (tx, mut rx) = mpsc::channel::<Item>(64);
     let reader = {
         let (path, loaded) = (canonical.clone(), loaded.clone());
-        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, tx))
+        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, None, tx))
     };
     let mut e = Estimate::default();
     let mut micros: u64 = 0;

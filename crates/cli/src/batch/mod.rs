@@ -87,7 +87,7 @@ pub struct Ctx {
     /// Inline references uploaded once (none with --inline-references).
     references: Option<ReferenceCache>,
     /// One copy of each inline reference's text, by content key.
-    shared_refs: shared_refs::SharedRefs,
+    shared_refs: Arc<shared_refs::SharedRefs>,
     batch_id: Uuid,
     retries: u32,
     retry_backoff: Duration,
@@ -203,8 +203,10 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
     let result = execute(&client, &endpoint, &args, out, plan).await;
     client.close(Duration::from_secs(1)).await;
     endpoint.shutdown().await;
-    if let Some((input, results)) = gallery {
-        write_gallery(input, results, args.out.clone(), out).await?;
+    if let Some((input, results)) = gallery
+        && let Err(e) = write_gallery(input, results, args.out.clone(), out).await
+    {
+        out.error(&format!("the gallery could not be written: {e}"));
     }
     result
 }
@@ -338,7 +340,7 @@ async fn execute(
         stop: stop_tx,
         throttle: Throttle::new(concurrency),
         budget: budget::Budget::new(args.max_cost, plan.loaded.billed()),
-        shared_refs: shared_refs::SharedRefs::default(),
+        shared_refs: Arc::default(),
         references: (!args.inline_references).then(|| {
             let cache = ReferenceCache::new(client.clone());
             for (key, image_uuid) in &plan.loaded.uploads {
@@ -363,7 +365,10 @@ async fn execute(
     let reader = {
         let (path, base_dir, loaded, batch_id) =
             (plan.canonical.clone(), plan.base_dir.clone(), plan.loaded.clone(), plan.header.batch_id);
-        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, tx))
+        let interned = ctx.references.is_some().then(|| ctx.shared_refs.clone());
+        tokio::task::spawn_blocking(move || {
+            reader::read_lines(&path, &base_dir, &loaded, batch_id, interned.as_deref(), tx)
+        })
     };
 
     // Lines alive at once: those in flight (≤ C) plus those saving, backing off or
@@ -391,10 +396,7 @@ async fn execute(
                     ctx.stop(Stop::Journal);
                 }
             }
-            Item::Run(mut job) => {
-                if ctx.references.is_some() {
-                    job.task = ctx.shared_refs.intern(job.task);
-                }
+            Item::Run(job) => {
                 let permit = tokio::select! {
                     biased;
                     _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }

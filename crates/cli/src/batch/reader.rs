@@ -3,6 +3,7 @@
 
 use super::identity::{self, Identities, IdentityError, LineKey};
 use super::journal::{AttemptRecord, Entry, LineState, Loaded, Record, Status, now_ms};
+use super::shared_refs::SharedRefs;
 use crate::error::CliError;
 use crate::input::{self, LineError, Task};
 use serde_json::Value;
@@ -134,17 +135,26 @@ pub enum Item {
 }
 
 /// The reader: one [`Item`] per non-blank line, into a bounded channel (blocking thread).
+/// With `interned`, each line's inline references are kept there once (hashing a
+/// reference happens here, on the blocking thread, not on the runtime).
 pub fn read_lines(
     path: &Path,
     base_dir: &Path,
     journal: &Loaded,
     batch_id: Uuid,
+    interned: Option<&SharedRefs>,
     tx: mpsc::Sender<Item>,
 ) -> Result<(), CliError> {
     let mut lines = Lines::open(path)?;
     let mut own_uuids: HashMap<Uuid, usize> = HashMap::new();
     while let Some(s) = lines.next_line()? {
-        let item = classify(s, base_dir, journal, batch_id, &mut own_uuids);
+        let item = match (classify(s, base_dir, journal, batch_id, &mut own_uuids), interned) {
+            (Item::Run(mut job), Some(refs)) => {
+                job.task = refs.intern(job.task);
+                Item::Run(job)
+            }
+            (item, _) => item,
+        };
         if tx.blocking_send(item).is_err() {
             return Ok(());
         }

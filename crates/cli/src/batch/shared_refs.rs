@@ -1,8 +1,8 @@
 //! One copy of each inline reference for the whole batch. The input reader turns
-//! a local reference file into a data URI on every line that names it; as each
-//! line arrives, [`SharedRefs::intern`] keeps the first copy of each text (by its
-//! content key) and leaves the line's task referencing that key, as a placeholder
-//! imageUUID, so a 1 MiB reference used by 1,000 lines is held once. When an
+//! a local reference file into a data URI on every line that names it; right
+//! after, on the reader's thread, [`SharedRefs::intern`] keeps the first copy of
+//! each text (by its content key) and leaves the line's task referencing that key,
+//! as a placeholder imageUUID, so a 1 MiB reference used by 1,000 lines is held once. When an
 //! attempt is sent, the placeholder becomes the imageUUID of the reference's
 //! upload (`ReferenceCache::upload_keyed`).
 
