@@ -291,3 +291,24 @@ async fn a_client_that_drops_does_not_affect_others_and_shutdown_closes_everythi
     assert!(matches!(next_event(&mut a).await, Event::Ended | Event::Closed(_)));
     assert!(tokio_tungstenite::connect_async(emu.ws_url()).await.is_err());
 }
+
+#[tokio::test]
+async fn held_handshakes_wait_for_the_window_then_proceed() {
+    let emu = start().await;
+    // Held for an hour: no upgrade completes meanwhile (every one would in
+    // milliseconds otherwise).
+    emu.inject(Fault::HoldHandshakes(Duration::from_secs(3600)));
+    let held = tokio::time::timeout(Duration::from_secs(2), tokio_tungstenite::connect_async(emu.ws_url())).await;
+    assert!(held.is_err(), "a held upgrade completed");
+    assert_eq!(emu.open_connections(), 0);
+
+    // A short window: the upgrade waits for its end, then the connection is served.
+    let emu = start().await;
+    emu.inject(Fault::HoldHandshakes(Duration::from_millis(300)));
+    let t0 = Instant::now();
+    let (_held, _) = client(&emu).await;
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    let t1 = Instant::now();
+    let (_after, _) = client(&emu).await;
+    assert!(t1.elapsed() < Duration::from_millis(300), "the window did not end");
+}

@@ -41,6 +41,11 @@ pub enum Fault {
     RefuseHandshakes(u32),
     /// Armed: the next upgrade is delayed by this long.
     SlowHandshake(Duration),
+    /// For this long (tokio time) from now, every WebSocket upgrade is held open
+    /// without an answer until the window ends, then proceeds: a server that is
+    /// back on TCP but not yet serving. Clients with a connect timeout shorter than
+    /// the window see their attempts time out.
+    HoldHandshakes(Duration),
     /// The next `n` authentications get `invalidApiKey`, even with a valid key.
     RefuseAuth(u32),
     /// Arms a rule that fails accepted `imageInference` and `promptEnhance` tasks on
@@ -74,6 +79,8 @@ pub(crate) struct FaultState {
     nsfw_bits: AtomicU64,
     /// Upgrades are refused until then.
     outage_until: Mutex<Option<Instant>>,
+    /// Upgrades are held until then.
+    hold_until: Mutex<Option<Instant>>,
 }
 
 /// Takes one from `counter` if it is positive.
@@ -100,12 +107,8 @@ impl FaultState {
             }
             Fault::FailTasks(rule) => self.fail_rules.arm(rule),
             Fault::Nsfw(p) => self.nsfw_bits.store(probability(p).to_bits(), Relaxed),
-            Fault::Outage(d) => {
-                let now = Instant::now();
-                let until = now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
-                let mut cur = lock(&self.outage_until);
-                *cur = Some(cur.map_or(until, |c| c.max(until)));
-            }
+            Fault::Outage(d) => extend(&self.outage_until, d),
+            Fault::HoldHandshakes(d) => extend(&self.hold_until, d),
             Fault::Drop
             | Fault::Close
             | Fault::HalfOpen
@@ -144,6 +147,18 @@ impl FaultState {
     pub fn nsfw_probability(&self) -> f64 {
         f64::from_bits(self.nsfw_bits.load(Relaxed))
     }
+    /// When a held upgrade may proceed, while a hold window is open.
+    pub fn handshake_hold(&self) -> Option<Instant> {
+        let mut until = lock(&self.hold_until);
+        match *until {
+            Some(t) if Instant::now() < t => Some(t),
+            Some(_) => {
+                *until = None;
+                None
+            }
+            None => None,
+        }
+    }
     /// True while an outage refuses upgrades (an ended outage is forgotten).
     pub fn in_outage(&self) -> bool {
         let mut until = lock(&self.outage_until);
@@ -156,6 +171,14 @@ impl FaultState {
             None => false,
         }
     }
+}
+
+/// Moves a window's end to `d` from now, unless it already ends later.
+fn extend(window: &Mutex<Option<Instant>>, d: Duration) {
+    let now = Instant::now();
+    let until = now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(86_400 * 365));
+    let mut cur = lock(window);
+    *cur = Some(cur.map_or(until, |c| c.max(until)));
 }
 
 /// A probability clamped to `0..=1` (NaN is 0).

@@ -179,6 +179,9 @@ async fn upgrade(
     if shared.faults.take_refuse_handshake() {
         return (StatusCode::SERVICE_UNAVAILABLE, "handshake refused (fault injection)\n").into_response();
     }
+    if let Some(until) = shared.faults.handshake_hold() {
+        tokio::time::sleep_until(until).await;
+    }
     if let Some(delay) = shared.faults.take_slow_handshake() {
         tokio::time::sleep(delay).await;
     }
