@@ -45,7 +45,18 @@ impl Cli {
         keys.extend(std::env::var("RUNWARE_API_KEY").ok());
         match &self.command {
             Command::Edit(a) => keys.extend(a.api.api_key.clone()),
-            Command::Batch(a) => keys.extend(a.api.api_key.clone()),
+            Command::Batch(a) => {
+                keys.extend(a.api.api_key.clone());
+                #[cfg(feature = "fleet")]
+                if let Some(f) = &a.fleet {
+                    keys.extend(f.secrets());
+                }
+            }
+            #[cfg(feature = "fleet")]
+            Command::Worker(a) => {
+                keys.extend(a.api.api_key.clone());
+                keys.extend(crate::fleet::queue_password(&a.queue.queue));
+            }
             Command::Result(a) => keys.extend(a.api.api_key.clone()),
             Command::Upload(a) => keys.extend(a.api.api_key.clone()),
             Command::Ping(a) => keys.extend(a.api.api_key.clone()),
@@ -73,6 +84,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Write a self-contained index.html to review a batch's results.
     Gallery(GalleryArgs),
+    /// Run tasks of fleet batches from a PostgreSQL queue until stopped.
+    #[cfg(feature = "fleet")]
+    Worker(WorkerArgs),
 }
 
 /// Where to connect and with which key.
@@ -253,12 +267,17 @@ impl EditArgs {
 
 /// `runware batch`
 #[derive(Args, Debug, Clone)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct BatchArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     /// The tasks: one JSON object per line, in the wire format's field names.
-    #[arg(value_name = "FILE.jsonl")]
-    pub file: PathBuf,
+    #[arg(value_name = "FILE.jsonl", required = true)]
+    pub file: Option<PathBuf>,
+    /// A batch shared by a fleet of workers through PostgreSQL.
+    #[cfg(feature = "fleet")]
+    #[command(subcommand)]
+    pub fleet: Option<FleetCommand>,
     /// Most tasks in flight at once.
     #[arg(long, short = 'c', default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub concurrency: u32,
@@ -314,6 +333,167 @@ pub struct BatchArgs {
     /// recovered under the same taskUUID, never sent under a new one.
     #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
     pub timeout: Duration,
+}
+
+/// The PostgreSQL database the fleet shares.
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct QueueArgs {
+    /// PostgreSQL connection string (URL or key=value; its password is never printed).
+    #[arg(long, env = "RUNWARE_QUEUE", hide_env_values = true, value_name = "POSTGRES_URL")]
+    pub queue: String,
+}
+
+#[cfg(feature = "fleet")]
+impl FleetCommand {
+    /// The secrets these flags carry (the queue's password, the API key).
+    pub fn secrets(&self) -> Vec<String> {
+        let queue = match self {
+            FleetCommand::Submit(a) => &a.queue,
+            FleetCommand::Status(a) => &a.batch.queue,
+            FleetCommand::Results(a) | FleetCommand::Cancel(a) | FleetCommand::Resume(a) => &a.queue,
+            FleetCommand::Retry(a) => &a.batch.queue,
+            FleetCommand::List(a) => &a.queue,
+        };
+        let mut keys: Vec<String> = crate::fleet::queue_password(&queue.queue).into_iter().collect();
+        if let FleetCommand::Submit(a) = self {
+            keys.extend(a.api.api_key.clone());
+        }
+        keys
+    }
+}
+
+/// `runware batch <fleet command>`
+#[cfg(feature = "fleet")]
+#[derive(Subcommand, Debug, Clone)]
+pub enum FleetCommand {
+    /// Queue a JSONL file's lines for a fleet of workers (idempotent; prints the batch id).
+    Submit(SubmitArgs),
+    /// Counts by state, rate, ETA, billed cost and live workers.
+    Status(StatusArgs),
+    /// The batch's results as JSONL (the local batch's result records), in line order.
+    Results(BatchIdArgs),
+    /// Queue the batch's dead or parked tasks again (a new attempt, under a new taskUUID).
+    Retry(RetryArgs),
+    /// Cancel the batch: its queued tasks are never sent; tasks in flight finish.
+    Cancel(BatchIdArgs),
+    /// Resume a paused batch (after fixing the key or adding credits).
+    Resume(BatchIdArgs),
+    /// The batches in the queue.
+    List(ListArgs),
+}
+
+/// `runware batch submit`
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// The tasks: one JSON object per line, in the wire format's field names.
+    #[arg(value_name = "FILE.jsonl")]
+    pub file: PathBuf,
+    /// The batch's name [default: the file's stem]; the same name on the same
+    /// endpoint is the same batch.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Most tasks of this batch in flight at once, over the whole fleet.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_in_flight: u32,
+    /// New attempts (under new taskUUIDs) for a task the server failed with a
+    /// retryable error; then the task is parked.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=100))]
+    pub retries: u32,
+    /// A task handed out this many times without an outcome goes to `dead`.
+    #[arg(long, default_value_t = 5, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub max_deliveries: u32,
+    /// Workers claim nothing more of this batch once its billed cost reaches USD.
+    #[arg(long, value_name = "USD", value_parser = parse_usd)]
+    pub max_cost: Option<f64>,
+    /// Workers keep URL results as URLs.
+    #[arg(long)]
+    pub no_download: bool,
+}
+
+/// A batch by id.
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct BatchIdArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// The batch id (as `batch submit` printed it).
+    #[arg(value_name = "BATCH_ID")]
+    pub id: Uuid,
+}
+
+/// `runware batch status`
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub batch: BatchIdArgs,
+    /// Keep showing it (a progress bar) until the batch has nothing left to run.
+    #[arg(long)]
+    pub watch: bool,
+}
+
+/// `runware batch retry`
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+#[command(group(clap::ArgGroup::new("which").required(true).multiple(true).args(["dead", "parked"])))]
+pub struct RetryArgs {
+    #[command(flatten)]
+    pub batch: BatchIdArgs,
+    /// Tasks delivered too often without an outcome.
+    #[arg(long)]
+    pub dead: bool,
+    /// Tasks whose retries ran out.
+    #[arg(long)]
+    pub parked: bool,
+}
+
+/// `runware batch list`
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub queue: QueueArgs,
+}
+
+/// `runware worker`
+#[cfg(feature = "fleet")]
+#[derive(Args, Debug, Clone)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    #[command(flatten)]
+    pub queue: QueueArgs,
+    /// Most tasks this worker runs at once.
+    #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub concurrency: u32,
+    /// Directory for the images (one all workers share).
+    #[arg(long, short = 'o', default_value = "outputs", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Keep URL results as URLs.
+    #[arg(long)]
+    pub no_download: bool,
+    /// A worker silent this long loses its leases to the others.
+    #[arg(long, default_value = "30s", value_name = "DURATION", value_parser = parse_duration)]
+    pub lease: Duration,
+    /// Stop waiting for one attempt's results after this long; the task is then
+    /// handed back and resent under the same taskUUID.
+    #[arg(long, default_value = "10m", value_name = "DURATION", value_parser = parse_duration)]
+    pub timeout: Duration,
+    /// Exit once the queue has nothing left to run for this endpoint.
+    #[arg(long)]
+    pub exit_when_idle: bool,
+    /// On SIGTERM or Ctrl-C, wait this long for the tasks in flight, then hand the rest back.
+    #[arg(long, default_value = "10s", value_name = "DURATION", value_parser = parse_duration)]
+    pub grace: Duration,
+    /// The wait before a task's retry; doubled each time, ±50 % jitter, at most 1 min.
+    #[arg(long, default_value = "2s", value_name = "DURATION", value_parser = parse_duration)]
+    pub retry_backoff: Duration,
 }
 
 /// `runware result`

@@ -12,6 +12,8 @@ mod download;
 mod edit;
 mod embedded;
 mod error;
+#[cfg(feature = "fleet")]
+mod fleet;
 mod input;
 mod output;
 mod ping;
@@ -76,7 +78,11 @@ async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
     let top = cli.api;
     match cli.command {
         Command::Edit(a) => edit::run(a.api.or(&top), a, out).await,
+        #[cfg(feature = "fleet")]
+        Command::Batch(args::BatchArgs { fleet: Some(f), .. }) => fleet::admin::dispatch(f, &top, out).await,
         Command::Batch(a) => batch::run(a.api.or(&top), a, out).await,
+        #[cfg(feature = "fleet")]
+        Command::Worker(a) => fleet::worker::run(a.api.or(&top), a, out).await,
         Command::Result(a) => result_cmd::run(a.api.or(&top), a, out).await,
         Command::Upload(a) => upload::run(a.api.or(&top), a, out).await,
         Command::Ping(a) => ping::run(a.api.or(&top), a, out).await,

@@ -39,6 +39,11 @@ impl Output {
         Output { json, quiet }
     }
 
+    /// True with `--json`.
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// A result line on stdout.
     pub fn line(&self, text: &str) {
         let mut out = std::io::stdout().lock();

@@ -23,7 +23,7 @@ mod dry_run;
 mod gallery;
 pub mod identity;
 pub mod journal;
-mod reader;
+pub mod reader;
 mod shared_refs;
 mod summary;
 mod throttle;
@@ -128,13 +128,14 @@ impl Ctx {
 }
 
 pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliError> {
-    let canonical = tokio::fs::canonicalize(&args.file)
-        .await
-        .map_err(|source| CliError::Read { path: args.file.clone(), source })?;
+    let Some(file) = args.file.clone() else {
+        return Err(CliError::Usage("batch: FILE.jsonl is required".into()));
+    };
+    let canonical =
+        tokio::fs::canonicalize(&file).await.map_err(|source| CliError::Read { path: file.clone(), source })?;
     let base_dir = canonical.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
     let endpoint_id = embedded::endpoint_id(&api);
-    let results_path =
-        args.results.clone().unwrap_or_else(|| default_results_path(&args.file, embedded::is_embedded(&api)));
+    let results_path = args.results.clone().unwrap_or_else(|| default_results_path(&file, embedded::is_embedded(&api)));
     if args.dry_run {
         // Nothing is sent, no emulator starts, and the journal is only read.
         return dry_run::run(canonical, base_dir, results_path, args.max_cost, out).await;

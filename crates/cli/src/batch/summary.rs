@@ -46,7 +46,7 @@ impl Summary {
     /// A summary of a run that did nothing.
     pub fn empty(args: &BatchArgs, results_path: &Path) -> Summary {
         Summary {
-            input: args.file.display().to_string(),
+            input: args.file.as_deref().map(|f| f.display().to_string()).unwrap_or_default(),
             results: results_path.display().to_string(),
             out: args.out.display().to_string(),
             ok: 0,

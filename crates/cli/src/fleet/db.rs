@@ -1,0 +1,131 @@
+//! One connection to the queue database, re-made when it breaks; migrations.
+//!
+//! The connection is shared as an `Arc` taken out of a short-held mutex (never
+//! held across an `.await`); tokio-postgres pipelines concurrent statements on it.
+
+use super::FleetError;
+use super::schema::{MIGRATION_LOCK, MIGRATIONS};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// The queue database.
+pub struct Db {
+    config: tokio_postgres::Config,
+    current: Mutex<Option<Arc<Client>>>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the password.
+        f.debug_struct("Db").finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Connects (once) and brings the schema up to date.
+    pub async fn open(queue: &str) -> Result<Db, FleetError> {
+        let mut config: tokio_postgres::Config = queue.parse().map_err(FleetError::BadUrl)?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(10));
+        }
+        config.application_name("runware");
+        let db = Db { config, current: Mutex::new(None) };
+        db.migrate().await?;
+        Ok(db)
+    }
+
+    /// The live connection, connecting if there is none.
+    pub async fn client(&self) -> Result<Arc<Client>, FleetError> {
+        if let Some(c) = lock(&self.current).as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let client = Arc::new(self.connect().await?);
+        *lock(&self.current) = Some(client.clone());
+        Ok(client)
+    }
+
+    async fn connect(&self) -> Result<Client, FleetError> {
+        let (client, connection) = self.config.connect(NoTls).await.map_err(FleetError::Connect)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "queue database connection ended");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Forgets a connection that failed, so the next call makes a new one.
+    pub fn reset(&self) {
+        lock(&self.current).take();
+    }
+
+    /// Runs `op` until it succeeds or fails for a reason other than a lost
+    /// connection; waits (up to `patience`) for the database to come back.
+    pub async fn retrying<T, F, Fut>(&self, patience: Duration, mut op: F) -> Result<T, FleetError>
+    where
+        F: FnMut(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, FleetError>>,
+    {
+        let started = tokio::time::Instant::now();
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let result = match self.client().await {
+                Ok(c) => op(c).await,
+                Err(e) => Err(e),
+            };
+            match result {
+                Err(e) if e.is_connection() && started.elapsed() < patience => {
+                    tracing::warn!(error = %e, "queue database unavailable; retrying in {wait:?}");
+                    self.reset();
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn migrate(&self) -> Result<(), FleetError> {
+        // A connection of its own: a transaction needs `&mut`.
+        let mut client = self.connect().await?;
+        let st = |what| move |source| FleetError::Statement { what, source };
+        let tx = client.transaction().await.map_err(st("start the migration"))?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(st("lock the schema"))?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS runware_fleet_schema (
+                version integer PRIMARY KEY,
+                applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await
+        .map_err(st("create the schema table"))?;
+        let row = tx
+            .query_one("SELECT COALESCE(max(version), 0) FROM runware_fleet_schema", &[])
+            .await
+            .map_err(st("read the schema version"))?;
+        let found: i32 = row.get(0);
+        let known = MIGRATIONS.len() as i32;
+        if found > known {
+            return Err(FleetError::SchemaTooNew { found, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+            tx.batch_execute(sql).await.map_err(st("apply a migration"))?;
+            tx.execute("INSERT INTO runware_fleet_schema (version) VALUES ($1)", &[&(i as i32 + 1)])
+                .await
+                .map_err(st("record a migration"))?;
+            tracing::info!(version = i + 1, "fleet schema migrated");
+        }
+        tx.commit().await.map_err(st("commit the migration"))?;
+        Ok(())
+    }
+}
+
+/// A `map_err` for a statement.
+pub fn stmt(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
+    move |source| FleetError::Statement { what, source }
+}
+
+/// A poisoned lock still holds a usable `Option<Arc<Client>>`.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

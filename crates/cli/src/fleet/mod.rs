@@ -1,0 +1,98 @@
+//! The fleet: batches shared by many worker processes through PostgreSQL.
+//!
+//! - `runware batch submit FILE --queue URL` validates the file, uploads its local
+//!   references once, and inserts one row per line (idempotently).
+//! - `runware worker --queue URL` claims small groups of queued tasks with
+//!   `FOR UPDATE SKIP LOCKED`, runs them over one `Client`, and ends each lease in
+//!   the statement that records its outcome.
+//! - `runware batch status|results|retry|cancel|resume|list` read and steer.
+//!
+//! The local batch's rules hold across the fleet: a task's taskUUID is derived
+//! from (batch, line, attempt); a redelivered task is resent under the same
+//! taskUUID and recovered by the server's `conflictTaskUUID` → `getResponse`; only
+//! a failure the server reported advances the attempt (compare-and-set on the
+//! attempt number); the first completion wins.
+
+pub mod admin;
+pub mod db;
+pub mod schema;
+pub mod submit;
+pub mod worker;
+
+use crate::error::CliError;
+
+/// What the fleet's database work can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The queue URL does not parse.
+    #[error("--queue: not a PostgreSQL connection string ({0})")]
+    BadUrl(#[source] tokio_postgres::Error),
+    /// The database cannot be reached (or went away).
+    #[error("cannot reach the queue database: {0}")]
+    Connect(#[source] tokio_postgres::Error),
+    /// A statement failed.
+    #[error("queue database: {what}: {source}")]
+    Statement {
+        /// What the statement was for.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// The schema is newer than this build knows.
+    #[error("the queue database has fleet schema version {found}; this build knows up to {known}: upgrade runware")]
+    SchemaTooNew {
+        /// In the database.
+        found: i32,
+        /// In this build.
+        known: i32,
+    },
+    /// No such batch.
+    #[error("no batch {0} in the queue")]
+    NoBatch(String),
+}
+
+impl FleetError {
+    /// True when the database connection is gone (retry after reconnecting).
+    pub fn is_connection(&self) -> bool {
+        match self {
+            FleetError::Connect(_) => true,
+            FleetError::Statement { source, .. } => source.is_closed() || source.code().is_none(),
+            _ => false,
+        }
+    }
+}
+
+impl From<FleetError> for CliError {
+    fn from(e: FleetError) -> CliError {
+        match e {
+            FleetError::BadUrl(_) | FleetError::NoBatch(_) => CliError::Usage(e.to_string()),
+            FleetError::Connect(_) => CliError::Connect { url: "the queue database".into(), reason: e.to_string() },
+            other => CliError::Other(other.to_string()),
+        }
+    }
+}
+
+/// The password of a PostgreSQL URL or key-value connection string, if it has one
+/// (for the redactor: it is a secret like the API key).
+pub fn queue_password(queue: &str) -> Option<String> {
+    if let Ok(url) = url::Url::parse(queue)
+        && let Some(p) = url.password()
+    {
+        let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        return decoded.or_else(|| Some(p.to_string()));
+    }
+    queue.split_whitespace().find_map(|kv| kv.strip_prefix("password=").map(|p| p.trim_matches('\'').to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_found_in_urls_and_key_values() {
+        assert_eq!(queue_password("postgres://u:s%40cret@h:5432/db").as_deref(), Some("s@cret"));
+        assert_eq!(queue_password("host=h user=u password=hunter2 dbname=x").as_deref(), Some("hunter2"));
+        assert_eq!(queue_password("postgres://u@h/db"), None);
+    }
+}

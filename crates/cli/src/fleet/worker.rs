@@ -1,0 +1,736 @@
+//! `runware worker --queue URL`: claims tasks, runs them over one `Client`, ends
+//! each lease in the statement that records its outcome.
+//!
+//! - **Claim**: small groups with `FOR UPDATE SKIP LOCKED`, from the oldest active
+//!   batch of this worker's endpoint that is under its in-flight cap, its cost cap
+//!   and its rate-limit backoff; the batch row is locked for the claim so the cap
+//!   holds fleet-wide (a claim can overshoot it by at most one group when two
+//!   claims race). Each claim counts a delivery.
+//! - **Heartbeat and sweep**: every third of the lease this worker updates its
+//!   `last_seen` and hands back the leases of workers silent for longer than the
+//!   lease (a task handed out `max_deliveries` times goes to `dead`).
+//! - **Outcomes**: success → `done` (compare-and-set on the attempt: the first
+//!   completion wins, later ones change nothing); a failure the server reported
+//!   as retryable → the next attempt under a new taskUUID (`parked` when the
+//!   retries are used up); refused for good → `failed`; an unknown outcome → back
+//!   to `queued` under the same taskUUID (the next delivery recovers it through
+//!   `conflictTaskUUID` → `getResponse`); the key refused or no credits → the batch
+//!   is `paused`.
+//! - **SIGTERM / Ctrl-C**: stop claiming, wait `--grace` for the tasks in flight,
+//!   hand the rest back (not counted as deliveries).
+
+use super::FleetError;
+use super::db::{Db, stmt};
+use crate::args::{ApiArgs, WorkerArgs};
+use crate::batch::identity;
+use crate::batch::journal::ImageRecord;
+use crate::download::{Saver, file_safe, short_uuid};
+use crate::embedded::{self, Endpoint};
+use crate::error::CliError;
+use crate::input::{self, Task};
+use crate::output::Output;
+use futures::StreamExt;
+use runware_ws::client::{Client, ClientError, ImageResult, ReconnectPolicy};
+use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument;
+use uuid::Uuid;
+
+/// Most tasks one claim takes.
+const CLAIM_GROUP: usize = 16;
+/// How long an idle worker waits before it looks for work again.
+const IDLE_POLL: Duration = Duration::from_millis(200);
+/// How long a worker waits for the database to come back before giving up on a
+/// statement that records an outcome (the outcome is billed: it is not dropped
+/// lightly).
+const DB_PATIENCE: Duration = Duration::from_secs(600);
+/// The longest wait between two attempts, and the longest fleet-wide backoff.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// The error code recorded for an unknown outcome.
+const UNKNOWN: &str = "unknownOutcome";
+
+/// One claimed task.
+#[derive(Debug)]
+struct Claimed {
+    batch: Uuid,
+    key: String,
+    line: i32,
+    request: Value,
+    wanted: i32,
+    attempt: i32,
+    task_uuid: Uuid,
+    images: Vec<ImageRecord>,
+    error: Option<Value>,
+}
+
+struct Ctx {
+    db: Arc<Db>,
+    client: Client,
+    saver: Saver,
+    out_dir: PathBuf,
+    worker: Uuid,
+    endpoint: String,
+    retry_backoff: Duration,
+    stopping: AtomicBool,
+    stop: Notify,
+}
+
+pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, CliError> {
+    let db = Arc::new(Db::open(&args.queue.queue).await?);
+    let endpoint_id = embedded::endpoint_id(&api);
+    let worker = Uuid::new_v4();
+    let host = hostname();
+    {
+        let c = db.client().await?;
+        c.execute(
+            "INSERT INTO runware_fleet_workers (id, host, pid, endpoint) VALUES ($1, $2, $3, $4)",
+            &[&worker, &host, &(std::process::id() as i32), &endpoint_id],
+        )
+        .await
+        .map_err(stmt("register the worker"))?;
+    }
+    tokio::fs::create_dir_all(&args.out).await.map_err(|source| CliError::Write { path: args.out.clone(), source })?;
+    let endpoint = Endpoint::resolve(&api, out).await?;
+    let concurrency = args.concurrency as usize;
+    let reconnect = ReconnectPolicy { max_attempts: None, max_delay: Duration::from_secs(5), ..Default::default() };
+    let client = match endpoint
+        .connect(|b| {
+            b.max_in_flight(concurrency).task_timeout(args.timeout).max_tasks_per_frame(32).reconnect(reconnect)
+        })
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => {
+            if let CliError::Auth { .. } = &e {
+                pause_endpoint(&db, &endpoint_id, &format!("auth: {e}")).await;
+                out.error(&format!(
+                    "{e}; this endpoint's active batches are paused until a worker with a working key starts"
+                ));
+            }
+            endpoint.shutdown().await;
+            mark_stopped(&db, worker).await;
+            return Err(e);
+        }
+    };
+    // A working key resumes what a refused one paused.
+    let resumed = resume_after_auth(&db, &endpoint_id).await?;
+    if resumed > 0 {
+        out.notice(&format!("the key works: {resumed} batch(es) paused for a refused key resumed"));
+    }
+    let saver = Saver::new(8, !args.no_download)?;
+    let ctx = Arc::new(Ctx {
+        db: db.clone(),
+        client: client.clone(),
+        saver,
+        out_dir: args.out.clone(),
+        worker,
+        endpoint: endpoint_id.clone(),
+        retry_backoff: args.retry_backoff,
+        stopping: AtomicBool::new(false),
+        stop: Notify::new(),
+    });
+    out.notice(&format!("worker {worker} on {host}: up to {concurrency} task(s) at once from the queue"));
+
+    let heartbeat = tokio::spawn(heartbeat(db.clone(), worker, args.lease));
+    let signals = tokio::spawn({
+        let ctx = ctx.clone();
+        async move {
+            wait_for_signal().await;
+            ctx.stopping.store(true, Relaxed);
+            ctx.stop.notify_waiters();
+        }
+    });
+
+    let slots = Arc::new(Semaphore::new(concurrency));
+    let mut running = JoinSet::new();
+    let mut done = 0u64;
+    while !ctx.stopping.load(Relaxed) {
+        while running.try_join_next().is_some() {
+            done += 1;
+        }
+        let free = slots.available_permits().min(CLAIM_GROUP);
+        if free == 0 {
+            tokio::select! {
+                _ = running.join_next() => done += 1,
+                _ = ctx.stop.notified() => {}
+            }
+            continue;
+        }
+        let claimed = match claim(&ctx, free).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim tasks");
+                if e.is_connection() {
+                    db.reset();
+                }
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            if args.exit_when_idle && running.is_empty() && nothing_left(&ctx).await.unwrap_or(false) {
+                break;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(IDLE_POLL.mul_f64(0.5 + fastrand::f64())) => {}
+                _ = running.join_next(), if !running.is_empty() => done += 1,
+                _ = ctx.stop.notified() => {}
+            }
+            continue;
+        }
+        for task in claimed {
+            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+            let ctx = ctx.clone();
+            let span =
+                tracing::info_span!("task", task_uuid = %task.task_uuid, line = task.line, attempt = task.attempt);
+            running.spawn(
+                async move {
+                    run_task(&ctx, task).await;
+                    drop(permit);
+                }
+                .instrument(span),
+            );
+        }
+    }
+    if ctx.stopping.load(Relaxed) {
+        out.notice(&format!("stopping: waiting up to {:?} for {} task(s) in flight", args.grace, running.len()));
+        let grace = tokio::time::sleep(args.grace);
+        tokio::pin!(grace);
+        loop {
+            tokio::select! {
+                next = running.join_next() => match next {
+                    Some(_) => done += 1,
+                    None => break,
+                },
+                _ = &mut grace => break,
+            }
+        }
+        running.abort_all();
+        while running.join_next().await.is_some() {}
+        let released = release_all(&db, worker).await;
+        if released > 0 {
+            out.notice(&format!("{released} task(s) handed back to the queue"));
+        }
+    }
+    heartbeat.abort();
+    signals.abort();
+    mark_stopped(&db, worker).await;
+    client.close(Duration::from_secs(2)).await;
+    endpoint.shutdown().await;
+    out.notice(&format!("worker {worker}: {done} task(s) handled"));
+    Ok(crate::EXIT_OK)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn claim(ctx: &Ctx, n: usize) -> Result<Vec<Claimed>, FleetError> {
+    let c = ctx.db.client().await?;
+    let rows = c
+        .query(
+            "WITH b AS (
+                SELECT b.id, b.max_in_flight FROM runware_fleet_batches b
+                WHERE b.state = 'active' AND b.endpoint = $1
+                  AND (b.backoff_until IS NULL OR b.backoff_until <= now())
+                  AND (b.max_cost IS NULL
+                       OR (SELECT COALESCE(sum(s.cost), 0) FROM runware_fleet_tasks s WHERE s.batch_id = b.id) < b.max_cost)
+                  AND (SELECT count(*) FROM runware_fleet_tasks l WHERE l.batch_id = b.id AND l.state = 'leased') < b.max_in_flight
+                  AND EXISTS (SELECT 1 FROM runware_fleet_tasks q WHERE q.batch_id = b.id AND q.state = 'queued'
+                              AND (q.not_before IS NULL OR q.not_before <= now()))
+                ORDER BY b.created_at, b.id
+                LIMIT 1
+                FOR UPDATE SKIP LOCKED
+             ), room AS (
+                SELECT b.id, (b.max_in_flight - (SELECT count(*) FROM runware_fleet_tasks l
+                              WHERE l.batch_id = b.id AND l.state = 'leased'))::int AS n FROM b
+             ), c AS (
+                SELECT t.batch_id, t.line_key FROM runware_fleet_tasks t JOIN room ON t.batch_id = room.id
+                WHERE t.state = 'queued' AND (t.not_before IS NULL OR t.not_before <= now())
+                ORDER BY t.line_no
+                LIMIT LEAST($3::int, (SELECT GREATEST(n, 0) FROM room))
+                FOR UPDATE OF t SKIP LOCKED
+             )
+             UPDATE runware_fleet_tasks t
+             SET state = 'leased', lease_owner = $2, leased_at = now(), deliveries = t.deliveries + 1,
+                 first_sent_at = COALESCE(t.first_sent_at, now()), updated_at = now()
+             FROM c WHERE t.batch_id = c.batch_id AND t.line_key = c.line_key
+             RETURNING t.batch_id, t.line_key, t.line_no, t.request, t.wanted, t.attempt, t.task_uuid, t.images, t.error",
+            &[&ctx.endpoint, &ctx.worker, &(n as i32)],
+        )
+        .await
+        .map_err(stmt("claim tasks"))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            batch: r.get(0),
+            key: r.get(1),
+            line: r.get(2),
+            request: r.get(3),
+            wanted: r.get(4),
+            attempt: r.get(5),
+            task_uuid: r.get(6),
+            images: serde_json::from_value(r.get::<_, Value>(7)).unwrap_or_default(),
+            error: r.get(8),
+        })
+        .collect())
+}
+
+/// True when no active batch of this endpoint has a task queued or leased.
+async fn nothing_left(ctx: &Ctx) -> Result<bool, FleetError> {
+    let c = ctx.db.client().await?;
+    let row = c
+        .query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM runware_fleet_tasks t JOIN runware_fleet_batches b ON b.id = t.batch_id
+                                WHERE b.endpoint = $1 AND b.state = 'active' AND t.state IN ('queued', 'leased'))",
+            &[&ctx.endpoint],
+        )
+        .await
+        .map_err(stmt("look for work"))?;
+    Ok(row.get(0))
+}
+
+async fn heartbeat(db: Arc<Db>, worker: Uuid, lease: Duration) {
+    let every = (lease / 3).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let beat = async {
+            let c = db.client().await?;
+            c.execute("UPDATE runware_fleet_workers SET last_seen = now() WHERE id = $1", &[&worker])
+                .await
+                .map_err(stmt("heartbeat"))?;
+            let swept = c
+                .execute(
+                    "UPDATE runware_fleet_tasks t
+                     SET state = CASE WHEN t.deliveries >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
+                         error = CASE WHEN t.deliveries >= b.max_deliveries THEN jsonb_build_object(
+                                     'code', 'deliveredTooOften',
+                                     'message', 'handed out ' || t.deliveries || ' times without an outcome; last: '
+                                                || COALESCE(t.error->>'message', 'its worker went silent'))
+                                 ELSE t.error END,
+                         lease_owner = NULL, updated_at = now()
+                     FROM runware_fleet_batches b, runware_fleet_workers w
+                     WHERE t.batch_id = b.id AND t.state = 'leased' AND w.id = t.lease_owner AND w.id <> $1
+                       AND w.last_seen < now() - make_interval(secs => $2)",
+                    &[&worker, &lease.as_secs_f64()],
+                )
+                .await
+                .map_err(stmt("hand back silent workers' leases"))?;
+            Ok::<u64, FleetError>(swept)
+        };
+        match beat.await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "handed back the leases of silent workers"),
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                if e.is_connection() {
+                    db.reset();
+                }
+            }
+        }
+    }
+}
+
+/// Pauses every active batch of `endpoint`.
+async fn pause_endpoint(db: &Db, endpoint: &str, reason: &str) {
+    let r = async {
+        let c = db.client().await?;
+        c.execute(
+            "UPDATE runware_fleet_batches SET state = 'paused', paused_reason = $2, paused_at = now()
+             WHERE endpoint = $1 AND state = 'active'",
+            &[&endpoint, &reason],
+        )
+        .await
+        .map_err(stmt("pause the batches"))
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot pause the batches");
+    }
+}
+
+async fn resume_after_auth(db: &Db, endpoint: &str) -> Result<u64, FleetError> {
+    let c = db.client().await?;
+    c.execute(
+        "UPDATE runware_fleet_batches SET state = 'active', paused_reason = NULL, paused_at = NULL
+         WHERE endpoint = $1 AND state = 'paused' AND paused_reason LIKE 'auth:%'",
+        &[&endpoint],
+    )
+    .await
+    .map_err(stmt("resume the batches"))
+}
+
+async fn mark_stopped(db: &Db, worker: Uuid) {
+    if let Ok(c) = db.client().await {
+        let _ = c.execute("UPDATE runware_fleet_workers SET stopped_at = now() WHERE id = $1", &[&worker]).await;
+    }
+}
+
+/// Hands back what this worker still holds (not counted as deliveries).
+async fn release_all(db: &Db, worker: Uuid) -> u64 {
+    let r = db
+        .retrying(Duration::from_secs(10), |c| async move {
+            c.execute(
+                "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL,
+                     deliveries = GREATEST(deliveries - 1, 0), updated_at = now()
+                 WHERE lease_owner = $1 AND state = 'leased'",
+                &[&worker],
+            )
+            .await
+            .map_err(stmt("hand back the leases"))
+        })
+        .await;
+    r.unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "cannot hand back the leases; the sweepers will");
+        0
+    })
+}
+
+/// How one delivery ended.
+enum End {
+    Done,
+    /// The server failed it and a new attempt may succeed.
+    Retry {
+        code: String,
+        message: String,
+        rate_limited: bool,
+    },
+    /// Refused for good.
+    Failed {
+        code: String,
+        message: String,
+        parameter: Option<String>,
+    },
+    /// Not known: back to the queue under the same taskUUID.
+    Unknown {
+        message: String,
+    },
+    /// The key was refused or the account cannot pay.
+    Account {
+        code: String,
+        message: String,
+        task_failed: bool,
+    },
+}
+
+async fn run_task(ctx: &Ctx, mut task: Claimed) {
+    let started = Instant::now();
+    let (end, others) = execute(ctx, &mut task).await;
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let images = serde_json::to_value(&task.images).unwrap_or(Value::Array(Vec::new()));
+    let cost: f64 = task.images.iter().filter_map(|i| i.cost).sum::<f64>() + 0.0;
+    let result = match end {
+        End::Done => {
+            let results = Value::Array(others);
+            record(ctx, "record a result", move |c| {
+                let (images, results) = (images.clone(), results.clone());
+                let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
+                async move {
+                    c.execute(
+                        "UPDATE runware_fleet_tasks
+                         SET state = 'done', images = $4, results = $5, cost = $6, latency_ms = $7, error = NULL,
+                             lease_owner = NULL, finished_at = now(), updated_at = now()
+                         WHERE batch_id = $1 AND line_key = $2 AND attempt = $3
+                           AND state IN ('queued', 'leased', 'dead', 'paused')",
+                        &[&batch, &key, &attempt, &images, &results, &cost, &latency_ms],
+                    )
+                    .await
+                }
+            })
+            .await
+        }
+        End::Failed { code, message, parameter } => {
+            let error = json!({"code": code, "message": message, "parameter": parameter, "final": true});
+            finish_failed(ctx, &task, "failed", error, images, cost).await
+        }
+        End::Retry { code, message, rate_limited } => {
+            let same_again = rate_limited && !last_rate_limited(&task);
+            if rate_limited {
+                back_off_batch(ctx, task.batch).await;
+            }
+            if same_again {
+                // A rate-limited taskUUID may or may not be registered: sent once more
+                // under the same UUID first (a conflict then recovers it).
+                let error = json!({"code": code, "message": message, "taskUUID": task.task_uuid});
+                release(ctx, &task, error, images, cost, true).await
+            } else if task.images.len() as i32 >= task.wanted {
+                let error = json!({"code": code, "message": message});
+                finish_failed(ctx, &task, "done", error, images, cost).await
+            } else {
+                advance(ctx, &task, json!({"code": code, "message": message}), images, cost).await
+            }
+        }
+        End::Unknown { message } => {
+            let error = json!({"code": UNKNOWN, "message": message, "taskUUID": task.task_uuid});
+            release(ctx, &task, error, images, cost, false).await
+        }
+        End::Account { code, message, task_failed } => {
+            let reason = if code == "invalidApiKey" || code.is_empty() {
+                format!("auth: {message}")
+            } else {
+                format!("account: {code}: {message}")
+            };
+            pause_endpoint(&ctx.db, &ctx.endpoint, &reason).await;
+            let error = json!({"code": code, "message": message});
+            if task_failed {
+                // Failed on the server for the account: a new attempt once it is fixed.
+                advance(ctx, &task, error, images, cost).await
+            } else {
+                release(ctx, &task, error, images, cost, true).await
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, task_uuid = %task.task_uuid, "cannot record the task's outcome; the sweepers will hand it out again");
+    }
+}
+
+fn last_rate_limited(task: &Claimed) -> bool {
+    task.error.as_ref().is_some_and(|e| {
+        e["code"] == "requestRateLimitExceeded" && e["taskUUID"].as_str() == Some(task.task_uuid.to_string().as_str())
+    })
+}
+
+/// Runs `op` until the database takes it (or [`DB_PATIENCE`] runs out).
+async fn record<F, Fut>(ctx: &Ctx, what: &'static str, op: F) -> Result<(), FleetError>
+where
+    F: Fn(Arc<tokio_postgres::Client>) -> Fut,
+    Fut: std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
+{
+    let changed = ctx
+        .db
+        .retrying(DB_PATIENCE, |c| {
+            let f = op(c);
+            async move { f.await.map_err(stmt(what)) }
+        })
+        .await?;
+    if changed == 0 {
+        tracing::info!(what, "the task had moved on (another delivery finished it first): nothing changed");
+    }
+    Ok(())
+}
+
+async fn finish_failed(
+    ctx: &Ctx,
+    task: &Claimed,
+    state: &'static str,
+    error: Value,
+    images: Value,
+    cost: f64,
+) -> Result<(), FleetError> {
+    let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
+    record(ctx, "record a failure", move |c| {
+        let (error, images, key) = (error.clone(), images.clone(), key.clone());
+        async move {
+            c.execute(
+                "UPDATE runware_fleet_tasks
+                 SET state = $4, error = $5, images = $6, cost = $7, lease_owner = NULL, finished_at = now(), updated_at = now()
+                 WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state IN ('queued', 'leased', 'dead', 'paused')",
+                &[&batch, &key, &attempt, &state, &error, &images, &cost],
+            )
+            .await
+        }
+    })
+    .await
+}
+
+/// The next attempt, under a new taskUUID (compare-and-set on the attempt).
+async fn advance(ctx: &Ctx, task: &Claimed, error: Value, images: Value, cost: f64) -> Result<(), FleetError> {
+    let next = task.attempt + 1;
+    let uuid = identity::attempt_uuid(task.batch, &task.key, next as u32);
+    let wait = backoff(ctx.retry_backoff, task.attempt as u32);
+    let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
+    record(ctx, "start the next attempt", move |c| {
+        let (error, images, key) = (error.clone(), images.clone(), key.clone());
+        async move {
+            c.execute(
+                "UPDATE runware_fleet_tasks t
+                 SET attempt = $4, task_uuid = $5, error = $6, images = $7, cost = $8, lease_owner = NULL,
+                     state = CASE WHEN $4 - t.retry_base > b.max_attempts THEN 'parked' ELSE 'queued' END,
+                     finished_at = CASE WHEN $4 - t.retry_base > b.max_attempts THEN now() END,
+                     not_before = now() + make_interval(secs => $9), updated_at = now()
+                 FROM runware_fleet_batches b
+                 WHERE b.id = t.batch_id AND t.batch_id = $1 AND t.line_key = $2 AND t.attempt = $3
+                   AND t.state IN ('queued', 'leased', 'dead', 'paused')",
+                &[&batch, &key, &attempt, &next, &uuid, &error, &images, &cost, &wait.as_secs_f64()],
+            )
+            .await
+        }
+    })
+    .await
+}
+
+/// Back to the queue under the same taskUUID; `free` does not count the delivery.
+async fn release(
+    ctx: &Ctx,
+    task: &Claimed,
+    error: Value,
+    images: Value,
+    cost: f64,
+    free: bool,
+) -> Result<(), FleetError> {
+    let (batch, key, attempt, worker) = (task.batch, task.key.clone(), task.attempt, ctx.worker);
+    let give_back = i32::from(free);
+    record(ctx, "hand the task back", move |c| {
+        let (error, images, key) = (error.clone(), images.clone(), key.clone());
+        async move {
+            c.execute(
+                "UPDATE runware_fleet_tasks t
+                 SET deliveries = t.deliveries - $5,
+                     state = CASE WHEN t.deliveries - $5 >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
+                     error = CASE WHEN t.deliveries - $5 >= b.max_deliveries
+                                  THEN $6 || jsonb_build_object('code', 'deliveredTooOften', 'message',
+                                       'handed out ' || t.deliveries || ' times without an outcome; last: ' || ($6->>'message'))
+                                  ELSE $6 END,
+                     images = $7, cost = $8, lease_owner = NULL, updated_at = now()
+                 FROM runware_fleet_batches b
+                 WHERE b.id = t.batch_id AND t.batch_id = $1 AND t.line_key = $2 AND t.attempt = $3
+                   AND t.state = 'leased' AND t.lease_owner = $4",
+                &[&batch, &key, &attempt, &worker, &give_back, &error, &images, &cost],
+            )
+            .await
+        }
+    })
+    .await
+}
+
+async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
+    let wait = backoff(ctx.retry_backoff, 1).min(MAX_BACKOFF);
+    let r = async {
+        let c = ctx.db.client().await?;
+        c.execute(
+            "UPDATE runware_fleet_batches SET backoff_until = GREATEST(COALESCE(backoff_until, now()), now() + make_interval(secs => $2))
+             WHERE id = $1",
+            &[&batch, &wait.as_secs_f64()],
+        )
+        .await
+        .map_err(stmt("back the batch off"))
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::warn!(error = %e, "cannot back the batch off");
+    }
+}
+
+/// Sends the task's attempt and gathers its results (images saved as they come).
+async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
+    let built = match input::build(task.request.clone(), task.task_uuid, Path::new("/")) {
+        Ok(t) => t,
+        Err(e) => return (End::Failed { code: e.code.into(), message: e.message, parameter: e.parameter }, Vec::new()),
+    };
+    let have = task.images.len() as u32;
+    let missing = (task.wanted as u32).saturating_sub(have).max(1);
+    let seed = built.seed().map(|s| s.checked_add(u64::from(have)).unwrap_or(s));
+    let seed = if have > 0 { seed } else { None };
+    let attempt = match built.for_attempt(task.task_uuid, missing, seed) {
+        Ok(t) => t,
+        Err(e) => return (End::Failed { code: e.code.into(), message: e.message, parameter: e.parameter }, Vec::new()),
+    };
+    let fallback_ext = attempt.fallback_ext();
+    let mut stream: futures::stream::BoxStream<'static, Result<ResultItem, ClientError>> = match attempt {
+        Task::Kontext(t) => match ctx.client.kontext_stream(*t).await {
+            Ok(s) => s.map(|r| r.map(|img| img.item)).boxed(),
+            Err(e) => return (classify(e), Vec::new()),
+        },
+        Task::Inference(t) => match ctx.client.submit(*t).await {
+            Ok(s) => s.boxed(),
+            Err(e) => return (classify(e), Vec::new()),
+        },
+        Task::Raw(r) => match ctx.client.submit(r).await {
+            Ok(s) => s.boxed(),
+            Err(e) => return (classify(e), Vec::new()),
+        },
+    };
+    let mut others = Vec::new();
+    loop {
+        // On SIGTERM the grace period decides: the task keeps going until aborted.
+        let Some(item) = stream.next().await else { break };
+        let item = match item {
+            Ok(i) => i,
+            Err(e) => return (classify(e), others),
+        };
+        let image = if item.output().is_some() { ImageResult::try_from(item.clone()).ok() } else { None };
+        let Some(image) = image else {
+            others.push(serde_json::to_value(&item).unwrap_or(Value::Null));
+            continue;
+        };
+        if task.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
+            continue;
+        }
+        let stem = format!("{:05}-{}-{}", task.line, short_uuid(&task.task_uuid), file_safe(image.image_uuid.as_str()));
+        let path = match ctx.saver.save(&image.output, &ctx.out_dir, &stem, fallback_ext).await {
+            Ok(saved) => saved.path,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot save an image; recorded with its URL");
+                None
+            }
+        };
+        task.images.push(ImageRecord::new(&image, path.as_deref()));
+    }
+    (End::Done, others)
+}
+
+fn classify(e: ClientError) -> End {
+    let (code, message) = match &e {
+        ClientError::Api(api) | ClientError::Auth(api) => (api.code.clone(), api.message.clone()),
+        other => (String::new(), other.to_string()),
+    };
+    match e.retry_advice() {
+        RetryAdvice::NewTaskUuid => {
+            End::Retry { code, message, rate_limited: e.api_kind() == Some(ErrorKind::RateLimit) }
+        }
+        RetryAdvice::SameTaskUuid | RetryAdvice::Resubmit => End::Unknown { message },
+        RetryAdvice::FixAccount => End::Account { code, message, task_failed: matches!(e, ClientError::Api(_)) },
+        _ => {
+            let parameter = match &e {
+                ClientError::Api(api) => api.parameter.as_ref().map(ToString::to_string),
+                ClientError::Validation(v) => v.violations.first().map(|v| v.parameter.clone()),
+                _ => None,
+            };
+            let code = if code.is_empty() { "error".into() } else { code };
+            End::Failed { code, message, parameter }
+        }
+    }
+}
+
+/// The wait before retry number `n` (1-based): `base` doubled each time, at most
+/// [`MAX_BACKOFF`], times a random factor in [0.5, 1.5).
+fn backoff(base: Duration, n: u32) -> Duration {
+    let doubled = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
+    doubled.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64())
+}
