@@ -59,6 +59,17 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     let id = batch_id(&endpoint_id, &name);
     let db = Db::open(&args.queue.queue).await?;
 
+    // Lines already queued are neither uploaded for nor inserted again.
+    let known: std::collections::HashSet<String> = db
+        .client()
+        .await?
+        .query("SELECT line_key FROM runware_fleet_tasks WHERE batch_id = $1", &[&id])
+        .await
+        .map_err(stmt("read the queued lines"))?
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut already = 0u64;
     // Read and validate every line (blocking, off the runtime).
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let reading = {
@@ -82,6 +93,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
                     json!({"code": error.code, "message": error.message, "parameter": error.parameter, "final": true});
                 rows.push(Row { key, line, request: Value::Null, wanted: 0, task_uuid, error: Some(error) });
             }
+            Item::Run(job) if known.contains(&job.key) => already += 1,
             Item::Run(job) => {
                 let task_uuid = job.own_uuid.unwrap_or_else(|| identity::attempt_uuid(id, &job.key, 1));
                 let wanted = job.task.wanted();
@@ -143,7 +155,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     for chunk in rows.chunks(CHUNK) {
         added += insert(&c, id, chunk).await?;
     }
-    let total = rows.len();
+    let total = rows.len() as u64 + already;
     if out.is_json() {
         out.json_value(
             &json!({"batch": id, "name": name, "lines": total, "added": added, "invalid": invalid, "uploads": uploads}),
@@ -151,7 +163,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     } else {
         out.notice(&format!(
             "{name}: {total} line(s), {added} added ({} already queued), {invalid} invalid, {uploads} reference(s) uploaded",
-            total as u64 - added
+            total - added
         ));
         out.line(&id.to_string());
     }

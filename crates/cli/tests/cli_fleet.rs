@@ -1,0 +1,250 @@
+//! The fleet against a real PostgreSQL: a throwaway cluster (initdb + pg_ctl, as
+//! the `postgres` user when run as root) on a free loopback port in a temp dir,
+//! three `runware worker` processes, the emulator in this process.
+//!
+//! Without PostgreSQL's binaries the tests say so and pass, unless
+//! `RUNWARE_FLEET_TESTS=required` (set by `.ci/run`, which installs them).
+#![cfg(unix)]
+
+mod cli_support;
+
+use cli_support::*;
+use runware_emulator::{EmulatorHandle, Latency};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A PostgreSQL cluster that lives as long as this value.
+struct Pg {
+    dir: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+fn pg_bin(name: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> =
+        std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+    if let Ok(rd) = std::fs::read_dir("/usr/lib/postgresql") {
+        let mut versions: Vec<PathBuf> = rd.filter_map(|e| e.ok()).map(|e| e.path().join("bin")).collect();
+        versions.sort();
+        dirs.extend(versions.into_iter().rev());
+    }
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+impl Pg {
+    fn start() -> Option<Pg> {
+        let (Some(initdb), Some(_)) = (pg_bin("initdb"), pg_bin("pg_ctl")) else {
+            if std::env::var("RUNWARE_FLEET_TESTS").as_deref() == Ok("required") {
+                panic!("RUNWARE_FLEET_TESTS=required but PostgreSQL's initdb/pg_ctl are not installed");
+            }
+            eprintln!("skipped: PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs it");
+            return None;
+        };
+        let as_postgres = unsafe_is_root();
+        let dir = scratch("pg");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        if as_postgres {
+            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().map(|s| s.success());
+            assert_eq!(ok.ok(), Some(true), "chown the cluster dir to postgres");
+            // Every parent must be traversable by postgres.
+            let mut p = dir.parent();
+            while let Some(d) = p {
+                let _ = Command::new("chmod").arg("o+x").arg(d).status();
+                p = d.parent();
+            }
+        }
+        let pg = Pg { dir, port, as_postgres };
+        let status = pg
+            .command(&initdb)
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(pg.dir.join("data"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("initdb runs");
+        assert!(status.success(), "initdb failed");
+        pg.ctl(&["start", "-w"]);
+        Some(pg)
+    }
+
+    fn command(&self, bin: &Path) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        }
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let pg_ctl = pg_bin("pg_ctl").expect("pg_ctl");
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50",
+            self.port,
+            self.dir.display()
+        );
+        let status = self
+            .command(&pg_ctl)
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.join("log"))
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("pg_ctl runs");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        if let Some(pg_ctl) = pg_bin("pg_ctl") {
+            let _ =
+                self.command(&pg_ctl).arg("-D").arg(self.dir.join("data")).args(["-m", "immediate", "stop"]).status();
+        }
+    }
+}
+
+fn unsafe_is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn lines(n: usize) -> Vec<Value> {
+    let image = example_image("courtyard-tiles.png");
+    (0..n)
+        .map(|i| {
+            json!({
+                "positivePrompt": format!("Fleet edit {i}: repaint at golden hour"),
+                "width": 1024, "height": 1024, "numberResults": 1 + (i % 2),
+                "inputs": {"referenceImages": [image.display().to_string()]},
+            })
+        })
+        .collect()
+}
+
+fn worker(emu: &EmulatorHandle, pg: &Pg, out: &Path) -> tokio::process::Command {
+    let mut cmd = runware();
+    cmd.arg("worker").args(api(emu)).args(["--queue", &pg.url(), "--lease", "3s", "-c", "16", "--exit-when-idle"]);
+    cmd.arg("-o").arg(out);
+    cmd
+}
+
+async fn submit(emu: &EmulatorHandle, pg: &Pg, file: &Path) -> Run {
+    let mut cmd = runware();
+    cmd.args(["batch", "submit"]).arg(file).args(api(emu)).args(["--queue", &pg.url()]);
+    exec(cmd).await
+}
+
+async fn results(pg: &Pg, id: &str) -> Vec<Value> {
+    let mut cmd = runware();
+    cmd.args(["batch", "results", id, "--queue", &pg.url()]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    run.stdout.lines().map(|l| serde_json::from_str(l).expect("a JSON record")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_workers_one_killed_again_and_again_run_every_task_once() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let dir = scratch("fleet");
+    let file = dir.join("edits.jsonl");
+    let n = 400;
+    write_jsonl(&file, &lines(n));
+
+    let first = submit(&emu, &pg, &file).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let id = first.stdout.trim().to_string();
+    assert!(first.stderr.contains(&format!("{n} added")), "{first:?}");
+    // The same file again adds nothing and names the same batch.
+    let again = submit(&emu, &pg, &file).await;
+    assert_eq!((again.code, again.stdout.trim()), (0, id.as_str()), "{again:?}");
+    assert!(again.stderr.contains("0 added"), "{again:?}");
+
+    let out = dir.join("out");
+    let mut steady: Vec<_> = (0..2).map(|_| worker(&emu, &pg, &out).spawn().expect("a worker starts")).collect();
+    // The third worker is SIGKILLed every 2 s and started again.
+    let mut victim = worker(&emu, &pg, &out).spawn().expect("a worker starts");
+    let mut kills = 0;
+    let finished = loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = victim.wait() => {}
+        }
+        let all_done = {
+            let mut done = true;
+            for w in steady.iter_mut() {
+                done &= w.try_wait().ok().flatten().is_some();
+            }
+            done
+        };
+        if all_done {
+            break true;
+        }
+        if kills >= 60 {
+            break false;
+        }
+        let _ = victim.start_kill();
+        let _ = victim.wait().await;
+        kills += 1;
+        victim = worker(&emu, &pg, &out).spawn().expect("a worker starts");
+    };
+    let _ = victim.start_kill();
+    assert!(finished, "the steady workers did not finish");
+    assert!(kills >= 2, "the victim was killed only {kills} times");
+
+    let records = results(&pg, &id).await;
+    assert_eq!(records.len(), n, "one result per line");
+    let distinct: HashSet<u64> = records.iter().filter_map(|r| r["line"].as_u64()).collect();
+    assert_eq!(distinct.len(), n, "no line twice");
+    assert!(records.iter().all(|r| r["status"] == "ok"), "every line succeeded");
+    let recorded: usize = records.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
+    let stats = emu.stats();
+    assert_eq!(stats.double_executed, 0, "a taskUUID ran twice");
+    assert_eq!(stats.max_executions_per_task, 1);
+    assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
+    let expected: usize = (0..n).map(|i| 1 + (i % 2)).sum();
+    assert_eq!(recorded, expected);
+    // The shared reference was uploaded once, by the submit.
+    assert_eq!(stats.uploads, 1);
+    println!("fleet: {n} lines, {recorded} images, victim killed {kills} times, {} conflicts", stats.conflicts);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_key_pauses_the_batch_and_a_working_one_resumes_it() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(fast()).await;
+    let dir = scratch("fleet-auth");
+    let file = dir.join("edits.jsonl");
+    write_jsonl(&file, &lines(10));
+    let first = submit(&emu, &pg, &file).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let id = first.stdout.trim().to_string();
+
+    // A worker with a wrong key for the same endpoint.
+    let mut bad = runware();
+    bad.args(["worker", "--url", &emu.ws_url(), "--api-key", "wrong-key", "--queue", &pg.url(), "--exit-when-idle"]);
+    let run = exec(bad).await;
+    assert_eq!(run.code, 3, "{run:?}");
+    let mut status = runware();
+    status.args(["--json", "batch", "status", &id, "--queue", &pg.url()]);
+    let s: Value = serde_json::from_str(exec(status).await.stdout.trim()).expect("status JSON");
+    assert_eq!(s["state"], "paused", "{s}");
+    assert_eq!(s["counts"]["queued"], 10);
+
+    let run = exec(worker(&emu, &pg, &dir.join("out"))).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert!(run.stderr.contains("resumed"), "{run:?}");
+    let records = results(&pg, &id).await;
+    assert_eq!(records.len(), 10);
+    assert!(records.iter().all(|r| r["status"] == "ok"));
+}
