@@ -248,3 +248,80 @@ async fn a_refused_key_pauses_the_batch_and_a_working_one_resumes_it() {
     assert_eq!(records.len(), 10);
     assert!(records.iter().all(|r| r["status"] == "ok"));
 }
+
+/// Checks a finished batch: one result per line, all ok, no taskUUID run twice,
+/// images billed == images recorded.
+async fn check_once(pg: &Pg, emu: &EmulatorHandle, id: &str, n: usize) {
+    let records = results(pg, id).await;
+    assert_eq!(records.len(), n, "one result per line");
+    assert!(records.iter().all(|r| r["status"] == "ok"), "every line succeeded");
+    let recorded: usize = records.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
+    let stats = emu.stats();
+    assert_eq!(stats.double_executed, 0, "a taskUUID ran twice");
+    assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
+}
+
+async fn wait_all(workers: &mut [tokio::process::Child]) {
+    for w in workers.iter_mut() {
+        let status =
+            tokio::time::timeout(Duration::from_secs(240), w.wait()).await.expect("workers finish").expect("wait");
+        assert!(status.success(), "a worker failed: {status:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_past_its_lease_changes_nothing_when_it_resumes() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let dir = scratch("fleet-stop");
+    let file = dir.join("edits.jsonl");
+    let n = 120;
+    write_jsonl(&file, &lines(n));
+    let first = submit(&emu, &pg, &file).await;
+    let id = first.stdout.trim().to_string();
+    let out = dir.join("out");
+    let mut sleeper = worker(&emu, &pg, &out).spawn().expect("a worker starts");
+    // Let it claim, then stop it past its lease (3 s) while others finish its tasks.
+    while emu.stats().tasks_received < 8 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = sleeper.id().expect("pid") as i32;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut others: Vec<_> = (0..2).map(|_| worker(&emu, &pg, &out).spawn().expect("a worker starts")).collect();
+    wait_all(&mut others).await;
+    let before = results(&pg, &id).await;
+    assert_eq!(before.len(), n, "the others finished the stopped worker's tasks");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_all(std::slice::from_mut(&mut sleeper)).await;
+    let after = results(&pg, &id).await;
+    assert_eq!(before, after, "the late completions changed nothing");
+    check_once(&pg, &emu, &id, n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_stopped_hard_and_restarted_mid_batch() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let dir = scratch("fleet-pg");
+    let file = dir.join("edits.jsonl");
+    let n = 300;
+    write_jsonl(&file, &lines(n));
+    let first = submit(&emu, &pg, &file).await;
+    let id = first.stdout.trim().to_string();
+    let out = dir.join("out");
+    let mut workers: Vec<_> = (0..3).map(|_| worker(&emu, &pg, &out).spawn().expect("a worker starts")).collect();
+    while emu.stats().results_delivered < 60 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.ctl(&["stop", "-m", "immediate"]);
+    // Tasks in flight finish while the database is down; their outcomes wait.
+    let delivered = emu.stats().results_delivered;
+    while emu.stats().results_delivered < delivered + 10 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    pg.ctl(&["start", "-w"]);
+    wait_all(&mut workers).await;
+    check_once(&pg, &emu, &id, n).await;
+}
