@@ -40,6 +40,7 @@ impl Output {
     }
 
     /// True with `--json`.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
     pub fn is_json(&self) -> bool {
         self.json
     }
