@@ -102,6 +102,21 @@ impl Endpoint {
     }
 
     /// Stops the embedded emulator, if any.
+    /// A connection for a batch or a worker: `concurrency` tasks in flight, each
+    /// given `timeout`, reconnecting for ever (an outage of any length is waited
+    /// out; the caller bounds it).
+    pub async fn connect_batch(&self, concurrency: usize, timeout: Duration) -> Result<Client, CliError> {
+        let reconnect = runware_ws::client::ReconnectPolicy {
+            max_attempts: None,
+            max_delay: Duration::from_secs(5),
+            ..Default::default()
+        };
+        self.connect(|b| {
+            b.max_in_flight(concurrency).task_timeout(timeout).max_tasks_per_frame(32).reconnect(reconnect)
+        })
+        .await
+    }
+
     pub async fn shutdown(self) {
         if let Some(h) = self.embedded {
             h.shutdown().await;

@@ -38,7 +38,7 @@ const MAX_RECOVERIES: u32 = 5;
 /// Rate-limited attempts of one line in one run (they do not use up `--retries`).
 const MAX_RATE_LIMITED: u32 = 20;
 /// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// How long a lookup of a stale attempt waits for the server's answer.
 const STALE_LOOKUP_WAIT: Duration = Duration::from_secs(10);
 /// The `attemptFailed` code of a stale attempt the server no longer knew.
@@ -596,7 +596,7 @@ fn api_code(e: &ClientError) -> (String, String) {
 
 /// The wait before retry number `n` (1-based): `base` doubled each time, at most
 /// [`MAX_BACKOFF`], times a random factor in [0.5, 1.5).
-fn backoff(base: Duration, n: u32) -> Duration {
+pub fn backoff(base: Duration, n: u32) -> Duration {
     let doubled = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
     doubled.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64())
 }

@@ -17,7 +17,7 @@
 //! results file), `reader` (input lines → jobs), `attempts` (one line's run),
 //! `throttle` (the adaptive in-flight cap), `summary`.
 
-mod attempts;
+pub mod attempts;
 mod budget;
 mod dry_run;
 mod gallery;
@@ -38,7 +38,7 @@ use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERR
 use attempts::Outcome;
 use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
 use reader::Item;
-use runware_ws::client::{Client, ClientError, ConnectionState, ReconnectPolicy, ReferenceCache};
+use runware_ws::client::{Client, ClientError, ConnectionState, ReferenceCache};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,13 +186,7 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
     let endpoint = Endpoint::resolve(&api, out).await?;
     let concurrency = args.concurrency as usize;
     // A batch waits out an outage of any length (bounded by --give-up-after).
-    let reconnect = ReconnectPolicy { max_attempts: None, max_delay: Duration::from_secs(5), ..Default::default() };
-    let client = match endpoint
-        .connect(|b| {
-            b.max_in_flight(concurrency).task_timeout(args.timeout).max_tasks_per_frame(32).reconnect(reconnect)
-        })
-        .await
-    {
+    let client = match endpoint.connect_batch(concurrency, args.timeout).await {
         Ok(c) => c,
         Err(e) => {
             endpoint.shutdown().await;

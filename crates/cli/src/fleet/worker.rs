@@ -22,6 +22,7 @@
 use super::FleetError;
 use super::db::{Db, stmt};
 use crate::args::{ApiArgs, WorkerArgs};
+use crate::batch::attempts::backoff;
 use crate::batch::identity;
 use crate::batch::journal::ImageRecord;
 use crate::download::{Saver, file_safe, short_uuid};
@@ -30,7 +31,7 @@ use crate::error::CliError;
 use crate::input::{self, Task};
 use crate::output::Output;
 use futures::StreamExt;
-use runware_ws::client::{Client, ClientError, ImageResult, ReconnectPolicy};
+use runware_ws::client::{Client, ClientError, ImageResult};
 use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -99,13 +100,7 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     tokio::fs::create_dir_all(&args.out).await.map_err(|source| CliError::Write { path: args.out.clone(), source })?;
     let endpoint = Endpoint::resolve(&api, out).await?;
     let concurrency = args.concurrency as usize;
-    let reconnect = ReconnectPolicy { max_attempts: None, max_delay: Duration::from_secs(5), ..Default::default() };
-    let client = match endpoint
-        .connect(|b| {
-            b.max_in_flight(concurrency).task_timeout(args.timeout).max_tasks_per_frame(32).reconnect(reconnect)
-        })
-        .await
-    {
+    let client = match endpoint.connect_batch(concurrency, args.timeout).await {
         Ok(c) => c,
         Err(e) => {
             if let CliError::Auth { .. } = &e {
@@ -726,11 +721,4 @@ fn classify(e: ClientError) -> End {
             End::Failed { code, message, parameter }
         }
     }
-}
-
-/// The wait before retry number `n` (1-based): `base` doubled each time, at most
-/// [`MAX_BACKOFF`], times a random factor in [0.5, 1.5).
-fn backoff(base: Duration, n: u32) -> Duration {
-    let doubled = base.saturating_mul(1u32 << n.saturating_sub(1).min(16));
-    doubled.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64())
 }
