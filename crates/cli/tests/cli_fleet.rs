@@ -316,12 +316,55 @@ async fn postgres_stopped_hard_and_restarted_mid_batch() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     pg.ctl(&["stop", "-m", "immediate"]);
-    // Tasks in flight finish while the database is down; their outcomes wait.
+    // Tasks in flight finish while the database is down; their outcomes wait (at
+    // most 5 s: under load a worker may have had nothing in flight).
     let delivered = emu.stats().results_delivered;
-    while emu.stats().results_delivered < delivered + 10 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while emu.stats().results_delivered <= delivered {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
     pg.ctl(&["start", "-w"]);
     wait_all(&mut workers).await;
     check_once(&pg, &emu, &id, n).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_failures_advance_attempts_or_fail_the_line() {
+    use runware_emulator::{FailMatch, FailRule, Fault};
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(fast()).await;
+    // Line 4 fails once after its first result (retryable), line 6 is refused for good.
+    emu.inject(Fault::FailTasks(
+        FailRule::new("timeoutProvider", FailMatch::PromptContains("Fleet edit 3:".into())).times(1).after(1),
+    ));
+    emu.inject(Fault::FailTasks(FailRule::new(
+        "contentPolicyViolation",
+        FailMatch::PromptContains("Fleet edit 5:".into()),
+    )));
+    let dir = scratch("fleet-fail");
+    let file = dir.join("edits.jsonl");
+    write_jsonl(&file, &lines(8));
+    let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
+    let mut w = worker(&emu, &pg, &dir.join("out"));
+    w.args(["--retry-backoff", "50ms"]);
+    let run = exec(w).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let records = results(&pg, &id).await;
+    assert_eq!(records.len(), 8);
+    let by_line = |l: u64| records.iter().find(|r| r["line"] == l).expect("a record").clone();
+    let retried = by_line(4);
+    assert_eq!((retried["status"].as_str(), retried["attempts"].as_u64()), (Some("ok"), Some(2)), "{retried}");
+    assert_eq!(
+        retried["images"].as_array().map(Vec::len),
+        Some(2),
+        "the partial image kept, the missing one asked for"
+    );
+    let refused = by_line(6);
+    assert_eq!((refused["status"].as_str(), refused["code"].as_str()), (Some("error"), Some("contentPolicyViolation")));
+    let stats = emu.stats();
+    assert_eq!(stats.double_executed, 0);
+    let recorded: usize = records.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
 }
