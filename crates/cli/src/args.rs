@@ -373,7 +373,8 @@ pub enum FleetCommand {
     Status(StatusArgs),
     /// The batch's results as JSONL (the local batch's result records), in line order.
     Results(BatchIdArgs),
-    /// Queue the batch's dead or parked tasks again (a new attempt, under a new taskUUID).
+    /// Queue the batch's dead tasks again (under their taskUUIDs: their outcome is
+    /// unknown) or its parked ones (a new attempt, under a new taskUUID).
     Retry(RetryArgs),
     /// Cancel the batch: its queued tasks are never sent; tasks in flight finish.
     Cancel(BatchIdArgs),
@@ -445,10 +446,10 @@ pub struct StatusArgs {
 pub struct RetryArgs {
     #[command(flatten)]
     pub batch: BatchIdArgs,
-    /// Tasks delivered too often without an outcome.
+    /// Tasks delivered too often without an outcome (resent under the same taskUUID).
     #[arg(long)]
     pub dead: bool,
-    /// Tasks whose retries ran out.
+    /// Tasks whose retries ran out (a new attempt under a new taskUUID).
     #[arg(long)]
     pub parked: bool,
 }

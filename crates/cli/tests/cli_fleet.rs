@@ -99,6 +99,14 @@ impl Pg {
         assert!(status.success(), "pg_ctl {args:?} failed");
     }
 
+    /// Runs `sql` with psql; its unaligned, tuples-only output.
+    fn sql(&self, sql: &str) -> String {
+        let psql = pg_bin("psql").expect("psql");
+        let out = Command::new(psql).args(["-Atq", "-d", &self.url(), "-c", sql]).output().expect("psql runs");
+        assert!(out.status.success(), "psql: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
     fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
     }
@@ -367,4 +375,31 @@ async fn server_failures_advance_attempts_or_fail_the_line() {
     assert_eq!(stats.double_executed, 0);
     let recorded: usize = records.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
     assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_a_dead_task_resends_it_under_its_own_task_uuid() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = emulator(fast()).await;
+    let dir = scratch("fleet-dead");
+    let file = dir.join("edits.jsonl");
+    write_jsonl(&file, &lines(3));
+    let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
+    // Line 2 was handed out too often without an outcome: it may have run.
+    let uuid = pg.sql(&format!(
+        "UPDATE runware_fleet_tasks SET state = 'dead', deliveries = 5 WHERE batch_id = '{id}' AND line_no = 2 RETURNING task_uuid"
+    ));
+    let mut retry = runware();
+    retry.args(["batch", "retry", &id, "--dead", "--queue", &pg.url()]);
+    let run = exec(retry).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let row = pg.sql(&format!(
+        "SELECT state, attempt, task_uuid FROM runware_fleet_tasks WHERE batch_id = '{id}' AND line_no = 2"
+    ));
+    assert_eq!(row, format!("queued|1|{uuid}"), "a dead task goes back under its own taskUUID");
+    let run = exec(worker(&emu, &pg, &dir.join("out"))).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let records = results(&pg, &id).await;
+    let line2 = records.iter().find(|r| r["line"] == 2).expect("line 2");
+    assert_eq!((line2["status"].as_str(), line2["taskUUID"].as_str()), (Some("ok"), Some(uuid.as_str())));
 }

@@ -220,32 +220,51 @@ async fn retry(args: RetryArgs, out: &Output) -> Result<u8, CliError> {
         states.push("parked");
     }
     let c = db.client().await?;
-    // A new attempt under a new taskUUID, with its retries budget afresh: a dead
-    // task's last delivery may still finish; its attempt number no longer matches,
-    // so it changes nothing.
-    let rows = c
-        .query(
-            "SELECT batch_id, line_key, attempt FROM runware_fleet_tasks WHERE batch_id = $1 AND state = ANY($2)",
-            &[&args.batch.id, &states],
-        )
-        .await
-        .map_err(stmt("find the tasks"))?;
-    let mut n = 0u64;
-    for r in rows {
-        let (batch, key, attempt): (Uuid, String, i32) = (r.get(0), r.get(1), r.get(2));
-        let uuid = crate::batch::identity::attempt_uuid(batch, &key, attempt as u32 + 1);
-        n += c
+    let mut dead = 0u64;
+    if args.dead {
+        // A dead task's outcome is unknown (it may have run): it goes back under the
+        // same attempt and taskUUID, so the server's conflict → getResponse recovers
+        // it instead of billing it twice. Only its delivery count starts again.
+        dead = c
             .execute(
-                "UPDATE runware_fleet_tasks t
-                 SET attempt = $3 + 1, retry_base = $3, task_uuid = $4, state = 'queued', deliveries = 0, not_before = NULL,
-                     finished_at = NULL, lease_owner = NULL, updated_at = now()
-                 WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state = ANY($5)",
-                &[&batch, &key, &attempt, &uuid, &states],
+                "UPDATE runware_fleet_tasks
+                 SET state = 'queued', deliveries = 0, not_before = NULL, finished_at = NULL, lease_owner = NULL,
+                     updated_at = now()
+                 WHERE batch_id = $1 AND state = 'dead'",
+                &[&args.batch.id],
             )
             .await
-            .map_err(stmt("queue the tasks again"))?;
+            .map_err(stmt("queue the dead tasks again"))?;
     }
-    out.notice(&format!("{n} task(s) queued again under new taskUUIDs"));
+    let mut parked = 0u64;
+    if args.parked {
+        // A parked task's last attempt failed on the server: a new attempt under a new
+        // taskUUID, with its retries budget afresh.
+        let rows = c
+            .query(
+                "SELECT line_key, attempt FROM runware_fleet_tasks WHERE batch_id = $1 AND state = 'parked'",
+                &[&args.batch.id],
+            )
+            .await
+            .map_err(stmt("find the parked tasks"))?;
+        for r in rows {
+            let (key, attempt): (String, i32) = (r.get(0), r.get(1));
+            let uuid = crate::batch::identity::attempt_uuid(args.batch.id, &key, attempt as u32 + 1);
+            parked += c
+                .execute(
+                    "UPDATE runware_fleet_tasks
+                     SET attempt = $3 + 1, retry_base = $3, task_uuid = $4, state = 'queued', deliveries = 0,
+                         not_before = NULL, finished_at = NULL, lease_owner = NULL, updated_at = now()
+                     WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state = 'parked'",
+                    &[&args.batch.id, &key, &attempt, &uuid],
+                )
+                .await
+                .map_err(stmt("queue the parked tasks again"))?;
+        }
+    }
+    out.notice(&format!(
+        "{dead} dead task(s) queued again under their taskUUIDs, {parked} parked task(s) under new taskUUIDs"
+    ));
     Ok(crate::EXIT_OK)
 }
 

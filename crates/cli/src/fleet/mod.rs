@@ -73,16 +73,24 @@ impl From<FleetError> for CliError {
     }
 }
 
-/// The password of a PostgreSQL URL or key-value connection string, if it has one
-/// (for the redactor: it is a secret like the API key).
-pub fn queue_password(queue: &str) -> Option<String> {
+/// The password of a PostgreSQL URL or key-value connection string, if it has one,
+/// as written and percent-decoded (for the redactor: it is a secret like the API key).
+pub fn queue_password(queue: &str) -> Vec<String> {
     if let Ok(url) = url::Url::parse(queue)
         && let Some(p) = url.password()
     {
-        let decoded = url::form_urlencoded::parse(format!("p={p}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        return decoded.or_else(|| Some(p.to_string()));
+        // Percent-decoding only: a `+` in userinfo is a plus, not a space.
+        let escaped = p.replace('+', "%2B");
+        let decoded =
+            url::form_urlencoded::parse(format!("p={escaped}").as_bytes()).next().map(|(_, v)| v.into_owned());
+        let mut forms = vec![p.to_string()];
+        forms.extend(decoded.filter(|d| d != p));
+        return forms;
     }
-    queue.split_whitespace().find_map(|kv| kv.strip_prefix("password=").map(|p| p.trim_matches('\'').to_string()))
+    queue
+        .split_whitespace()
+        .filter_map(|kv| kv.strip_prefix("password=").map(|p| p.trim_matches('\'').to_string()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -91,8 +99,9 @@ mod tests {
 
     #[test]
     fn passwords_are_found_in_urls_and_key_values() {
-        assert_eq!(queue_password("postgres://u:s%40cret@h:5432/db").as_deref(), Some("s@cret"));
-        assert_eq!(queue_password("host=h user=u password=hunter2 dbname=x").as_deref(), Some("hunter2"));
-        assert_eq!(queue_password("postgres://u@h/db"), None);
+        assert_eq!(queue_password("postgres://u:s%40cret@h:5432/db"), ["s%40cret", "s@cret"]);
+        assert_eq!(queue_password("postgres://u:a+b@h/db"), ["a+b"]);
+        assert_eq!(queue_password("host=h user=u password=hunter2 dbname=x"), ["hunter2"]);
+        assert!(queue_password("postgres://u@h/db").is_empty());
     }
 }

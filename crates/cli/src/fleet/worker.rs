@@ -180,7 +180,9 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
             continue;
         }
         for task in claimed {
-            let Ok(permit) = slots.clone().try_acquire_owned() else { break };
+            // A claim takes at most the free slots, so this does not wait; were it to,
+            // the claimed task would wait for a slot rather than sit leased unrun.
+            let Ok(permit) = slots.clone().acquire_owned().await else { break };
             let ctx = ctx.clone();
             let span =
                 tracing::info_span!("task", task_uuid = %task.task_uuid, line = task.line, attempt = task.attempt);
