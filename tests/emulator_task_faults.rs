@@ -391,3 +391,29 @@ async fn render_divisor_shrinks_the_encoded_image_only() {
     assert_eq!(status, 200);
     assert_eq!(decode(&bytes).1, 1024 / 8);
 }
+
+#[tokio::test]
+async fn a_stall_rule_leaves_the_task_running_for_ever_after_k_results() {
+    let emu = start().await;
+    let (mut ws, _) = client(&emu).await;
+    let (id, other) = (Uuid::new_v4(), Uuid::new_v4());
+    emu.inject(Fault::FailTasks(FailRule::stall(FailMatch::TaskUuid(id)).after(1)));
+    send(&mut ws, json!([kontext(id, json!({"numberResults":3})), kontext(other, json!({"numberResults":2}))])).await;
+    // Zero latency: everything not stalled is done once the other task is.
+    let got = outcomes(&mut ws, &[other], 2).await;
+    assert_eq!(got[&other].items.len(), 2);
+    eventually("the stalled task's first result is recorded", || {
+        emu.task_stats().get(&id).is_some_and(|t| t.images_billed == 1)
+    })
+    .await;
+    // getResponse: the one result, no error, and the task still running.
+    let answer = get_response(&mut ws, id).await;
+    assert_eq!(with_status(&answer, "success").len(), 1, "{answer:?}");
+    assert!(with_status(&answer, "error").is_empty(), "{answer:?}");
+    let st = emu.stats();
+    assert_eq!((st.tasks_stalled_injected, st.tasks_failed_injected, st.outstanding), (1, 0, 1), "{st:?}");
+    // A resend is a conflict and runs nothing.
+    send(&mut ws, json!([kontext(id, json!({"numberResults":3}))])).await;
+    assert_eq!(error_for(&mut ws, &id.to_string()).await["code"], "conflictTaskUUID");
+    assert_eq!(emu.executions(id), 1);
+}

@@ -631,6 +631,10 @@ pub struct ServeArgs {
     /// Deliver K results of a failing task before its error.
     #[arg(long, value_name = "K", requires = "fail_match")]
     pub fail_after: Option<u32>,
+    /// Matching tasks never end instead of failing: no error, no more results (a lost
+    /// task, or a request that wedges the server). --fail-code is not used.
+    #[arg(long, requires = "fail_match")]
+    pub fail_stall: bool,
     /// Flag each image result NSFWContent:true with probability P (0 to 1).
     #[arg(long, value_name = "P", value_parser = parse_probability, allow_negative_numbers = true)]
     pub nsfw_rate: Option<f64>,

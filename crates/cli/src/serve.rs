@@ -135,7 +135,9 @@ fn fail_rule(args: &ServeArgs) -> Option<FailRule> {
     } else {
         return None;
     };
-    let mut rule = FailRule::new(args.fail_code.clone(), matching).after(args.fail_after.unwrap_or(0));
+    let rule =
+        if args.fail_stall { FailRule::stall(matching) } else { FailRule::new(args.fail_code.clone(), matching) };
+    let mut rule = rule.after(args.fail_after.unwrap_or(0));
     if let Some(n) = args.fail_times {
         rule = rule.times(n);
     }
@@ -190,6 +192,8 @@ mod tests {
         let id = uuid::Uuid::new_v4();
         let args = serve(&["--fail-task", &id.to_string()]).unwrap();
         assert_eq!(fail_rule(&args).map(|r| r.matching), Some(FailMatch::TaskUuid(id)));
+        let args = serve(&["--fail-prompt", "wedge", "--fail-stall"]).unwrap();
+        assert_eq!(fail_rule(&args), Some(FailRule::stall(FailMatch::PromptContains("wedge".into()))));
         let args = serve(&["--fail-every", "--nsfw-rate", "1"]).unwrap();
         let faults = task_faults(&args);
         assert!(
@@ -210,6 +214,7 @@ mod tests {
             (&["--fail-code", "", "--fail-every"][..], "--fail-code"),
             (&["--fail-times", "2"][..], "--fail-times"),
             (&["--fail-after", "2"][..], "--fail-after"),
+            (&["--fail-stall"][..], "--fail-stall"),
             (&["--fail-rate", "0.5", "--fail-every"][..], "--fail-every"),
             (&["--outage-after", "1s"][..], "--outage-for"),
             (&["--outage-for", "1s"][..], "--outage-after"),

@@ -9,7 +9,7 @@
 mod cli_support;
 
 use cli_support::*;
-use runware_emulator::{EmulatorHandle, Latency};
+use runware_emulator::{Emulator, EmulatorHandle, FailMatch, FailRule, Fault, Latency};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -139,11 +139,41 @@ fn lines(n: usize) -> Vec<Value> {
         .collect()
 }
 
+/// The emulator every fleet test runs against: 0.2–1 s per task, small pictures
+/// (encoding full-size ones would dominate a 5,000-task run on two cores).
+async fn fleet_emulator() -> EmulatorHandle {
+    Emulator::builder()
+        .api_key(KEY)
+        .latency(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000)))
+        .render_divisor(16)
+        .seed(11)
+        .start()
+        .await
+        .expect("the emulator starts")
+}
+
 fn worker(emu: &EmulatorHandle, pg: &Pg, out: &Path) -> tokio::process::Command {
+    worker_c(emu, pg, out, 16)
+}
+
+/// A worker running up to `c` tasks at once, leases of 3 s, that exits when the
+/// queue is empty.
+fn worker_c(emu: &EmulatorHandle, pg: &Pg, out: &Path, c: usize) -> tokio::process::Command {
     let mut cmd = runware();
-    cmd.arg("worker").args(api(emu)).args(["--queue", &pg.url(), "--lease", "3s", "-c", "16", "--exit-when-idle"]);
-    cmd.arg("-o").arg(out);
+    cmd.arg("worker").args(api(emu)).args(["--queue", &pg.url(), "--lease", "3s", "--exit-when-idle"]);
+    cmd.arg("-c").arg(c.to_string()).arg("-o").arg(out);
     cmd
+}
+
+/// Three workers with `extra` flags.
+fn three_workers(emu: &EmulatorHandle, pg: &Pg, out: &Path, extra: &[&str]) -> Vec<tokio::process::Child> {
+    (0..3)
+        .map(|_| {
+            let mut w = worker(emu, pg, out);
+            w.args(extra);
+            w.spawn().expect("a worker starts")
+        })
+        .collect()
 }
 
 async fn submit(emu: &EmulatorHandle, pg: &Pg, file: &Path) -> Run {
@@ -161,12 +191,12 @@ async fn results(pg: &Pg, id: &str) -> Vec<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_workers_one_killed_again_and_again_run_every_task_once() {
+async fn five_thousand_tasks_with_a_worker_killed_every_five_seconds_run_once_each() {
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let emu = fleet_emulator().await;
     let dir = scratch("fleet");
     let file = dir.join("edits.jsonl");
-    let n = 400;
+    let n = 5000;
     write_jsonl(&file, &lines(n));
 
     let first = submit(&emu, &pg, &file).await;
@@ -179,13 +209,13 @@ async fn three_workers_one_killed_again_and_again_run_every_task_once() {
     assert!(again.stderr.contains("0 added"), "{again:?}");
 
     let out = dir.join("out");
-    let mut steady: Vec<_> = (0..2).map(|_| worker(&emu, &pg, &out).spawn().expect("a worker starts")).collect();
-    // The third worker is SIGKILLed every 2 s and started again.
-    let mut victim = worker(&emu, &pg, &out).spawn().expect("a worker starts");
+    let mut steady: Vec<_> = (0..2).map(|_| worker_c(&emu, &pg, &out, 64).spawn().expect("a worker starts")).collect();
+    // The third worker is SIGKILLed every 5 s and started again.
+    let mut victim = worker_c(&emu, &pg, &out, 64).spawn().expect("a worker starts");
     let mut kills = 0;
     let finished = loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             _ = victim.wait() => {}
         }
         let all_done = {
@@ -204,7 +234,7 @@ async fn three_workers_one_killed_again_and_again_run_every_task_once() {
         let _ = victim.start_kill();
         let _ = victim.wait().await;
         kills += 1;
-        victim = worker(&emu, &pg, &out).spawn().expect("a worker starts");
+        victim = worker_c(&emu, &pg, &out, 64).spawn().expect("a worker starts");
     };
     let _ = victim.start_kill();
     assert!(finished, "the steady workers did not finish");
@@ -224,13 +254,21 @@ async fn three_workers_one_killed_again_and_again_run_every_task_once() {
     assert_eq!(recorded, expected);
     // The shared reference was uploaded once, by the submit.
     assert_eq!(stats.uploads, 1);
+    assert_eq!(successes(&emu), n, "no line succeeded twice on the server");
     println!("fleet: {n} lines, {recorded} images, victim killed {kills} times, {} conflicts", stats.conflicts);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Inference tasks that ended in success on the emulator (uploads, which execute
+/// nothing, are not counted).
+fn successes(emu: &EmulatorHandle) -> usize {
+    emu.task_stats().values().filter(|t| t.status == "success" && t.executions > 0).count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_key_pauses_the_batch_and_a_working_one_resumes_it() {
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(fast()).await;
+    let emu = fleet_emulator().await;
     let dir = scratch("fleet-auth");
     let file = dir.join("edits.jsonl");
     write_jsonl(&file, &lines(10));
@@ -249,12 +287,12 @@ async fn a_refused_key_pauses_the_batch_and_a_working_one_resumes_it() {
     assert_eq!(s["state"], "paused", "{s}");
     assert_eq!(s["counts"]["queued"], 10);
 
-    let run = exec(worker(&emu, &pg, &dir.join("out"))).await;
-    assert_eq!(run.code, 0, "{run:?}");
-    assert!(run.stderr.contains("resumed"), "{run:?}");
-    let records = results(&pg, &id).await;
-    assert_eq!(records.len(), 10);
-    assert!(records.iter().all(|r| r["status"] == "ok"));
+    // Three workers with the right key: one of them resumes the batch.
+    let out = dir.join("out");
+    let runs = futures::future::join_all((0..3).map(|_| exec(worker(&emu, &pg, &out)))).await;
+    assert!(runs.iter().all(|r| r.code == 0), "{runs:?}");
+    assert!(runs.iter().any(|r| r.stderr.contains("resumed")), "{runs:?}");
+    check_once(&pg, &emu, &id, 10).await;
 }
 
 /// Checks a finished batch: one result per line, all ok, no taskUUID run twice,
@@ -267,6 +305,7 @@ async fn check_once(pg: &Pg, emu: &EmulatorHandle, id: &str, n: usize) {
     let stats = emu.stats();
     assert_eq!(stats.double_executed, 0, "a taskUUID ran twice");
     assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
+    assert_eq!(successes(emu), n, "no line succeeded twice on the server");
 }
 
 async fn wait_all(workers: &mut [tokio::process::Child]) {
@@ -280,7 +319,7 @@ async fn wait_all(workers: &mut [tokio::process::Child]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stopped_past_its_lease_changes_nothing_when_it_resumes() {
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let emu = fleet_emulator().await;
     let dir = scratch("fleet-stop");
     let file = dir.join("edits.jsonl");
     let n = 120;
@@ -311,7 +350,7 @@ async fn a_worker_stopped_past_its_lease_changes_nothing_when_it_resumes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_stopped_hard_and_restarted_mid_batch() {
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(1000))).await;
+    let emu = fleet_emulator().await;
     let dir = scratch("fleet-pg");
     let file = dir.join("edits.jsonl");
     let n = 300;
@@ -340,9 +379,8 @@ async fn postgres_stopped_hard_and_restarted_mid_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_failures_advance_attempts_or_fail_the_line() {
-    use runware_emulator::{FailMatch, FailRule, Fault};
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(fast()).await;
+    let emu = fleet_emulator().await;
     // Line 4 fails once after its first result (retryable), line 6 is refused for good.
     emu.inject(Fault::FailTasks(
         FailRule::new("timeoutProvider", FailMatch::PromptContains("Fleet edit 3:".into())).times(1).after(1),
@@ -355,10 +393,7 @@ async fn server_failures_advance_attempts_or_fail_the_line() {
     let file = dir.join("edits.jsonl");
     write_jsonl(&file, &lines(8));
     let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
-    let mut w = worker(&emu, &pg, &dir.join("out"));
-    w.args(["--retry-backoff", "50ms"]);
-    let run = exec(w).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    wait_all(&mut three_workers(&emu, &pg, &dir.join("out"), &["--retry-backoff", "50ms"])).await;
     let records = results(&pg, &id).await;
     assert_eq!(records.len(), 8);
     let by_line = |l: u64| records.iter().find(|r| r["line"] == l).expect("a record").clone();
@@ -380,7 +415,7 @@ async fn server_failures_advance_attempts_or_fail_the_line() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retrying_a_dead_task_resends_it_under_its_own_task_uuid() {
     let Some(pg) = Pg::start() else { return };
-    let emu = emulator(fast()).await;
+    let emu = fleet_emulator().await;
     let dir = scratch("fleet-dead");
     let file = dir.join("edits.jsonl");
     write_jsonl(&file, &lines(3));
@@ -397,9 +432,79 @@ async fn retrying_a_dead_task_resends_it_under_its_own_task_uuid() {
         "SELECT state, attempt, task_uuid FROM runware_fleet_tasks WHERE batch_id = '{id}' AND line_no = 2"
     ));
     assert_eq!(row, format!("queued|1|{uuid}"), "a dead task goes back under its own taskUUID");
-    let run = exec(worker(&emu, &pg, &dir.join("out"))).await;
-    assert_eq!(run.code, 0, "{run:?}");
+    wait_all(&mut three_workers(&emu, &pg, &dir.join("out"), &[])).await;
     let records = results(&pg, &id).await;
     let line2 = records.iter().find(|r| r["line"] == 2).expect("line 2");
     assert_eq!((line2["status"].as_str(), line2["taskUUID"].as_str()), (Some("ok"), Some(uuid.as_str())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_line_ends_dead_with_its_last_error_and_the_rest_finish() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = fleet_emulator().await;
+    // Line 3's task is accepted and never answered: every delivery ends without an
+    // outcome (a task timeout), so it is handed out again under the same taskUUID
+    // until it has been delivered too often.
+    emu.inject(Fault::FailTasks(FailRule::stall(FailMatch::PromptContains("Fleet edit 2:".into()))));
+    let dir = scratch("fleet-poison");
+    let file = dir.join("edits.jsonl");
+    let n = 30;
+    write_jsonl(&file, &lines(n));
+    let mut submit_cmd = runware();
+    submit_cmd.args(["batch", "submit"]).arg(&file).args(api(&emu)).args([
+        "--queue",
+        &pg.url(),
+        "--max-deliveries",
+        "3",
+    ]);
+    let first = exec(submit_cmd).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let id = first.stdout.trim().to_string();
+    wait_all(&mut three_workers(&emu, &pg, &dir.join("out"), &["--timeout", "2s"])).await;
+
+    let records = results(&pg, &id).await;
+    assert_eq!(records.len(), n, "one result per line");
+    let poison = records.iter().find(|r| r["line"] == 3).expect("line 3");
+    assert_eq!(
+        (poison["status"].as_str(), poison["code"].as_str()),
+        (Some("error"), Some("deliveredTooOften")),
+        "{poison}"
+    );
+    let message = poison["message"].as_str().unwrap_or_default();
+    assert!(message.contains("3 times") && message.contains("timed out"), "the last error is kept: {message}");
+    assert!(records.iter().filter(|r| r["line"] != 3).all(|r| r["status"] == "ok"), "{records:?}");
+    let state =
+        pg.sql(&format!("SELECT state, deliveries FROM runware_fleet_tasks WHERE batch_id = '{id}' AND line_no = 3"));
+    assert_eq!(state, "dead|3");
+    // Sent three times under one taskUUID, run once.
+    let uuid: uuid::Uuid = poison["taskUUID"].as_str().and_then(|u| u.parse().ok()).expect("a taskUUID");
+    assert_eq!(emu.executions(uuid), 1);
+    let stats = emu.stats();
+    assert_eq!((stats.double_executed, stats.tasks_stalled_injected), (0, 1), "{stats:?}");
+    assert!(stats.conflicts >= 2, "the redeliveries were conflicts: {stats:?}");
+    let recorded: usize = records.iter().map(|r| r["images"].as_array().map_or(0, Vec::len)).sum();
+    assert_eq!(stats.images_billed as usize, recorded, "images billed == images recorded");
+    assert_eq!(successes(&emu), n - 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_second_emulator_outage_is_waited_out() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = fleet_emulator().await;
+    let dir = scratch("fleet-outage");
+    let file = dir.join("edits.jsonl");
+    let n = 300;
+    write_jsonl(&file, &lines(n));
+    let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
+    let mut workers = three_workers(&emu, &pg, &dir.join("out"), &[]);
+    while emu.stats().results_delivered < 60 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Every connection dropped, every upgrade refused with 503 for 60 s.
+    emu.inject(Fault::Outage(Duration::from_secs(60)));
+    let left = n - results(&pg, &id).await.len();
+    assert!(left > 0, "the outage began with work left");
+    wait_all(&mut workers).await;
+    check_once(&pg, &emu, &id, n).await;
+    assert!(emu.stats().connections >= 6, "the workers reconnected after the outage");
 }

@@ -76,7 +76,7 @@ async fn execute(
         if let (Some(plan), Some(at)) = (&plan, fail_at)
             && at == i
         {
-            fail_injected(shared, record, session, PROMPT_ENHANCE, plan);
+            fail_injected(shared, record, session, PROMPT_ENHANCE, plan).await;
             return;
         }
         let mut item = json!({"taskType": PROMPT_ENHANCE, "taskUUID": p.task_uuid, "text": text});

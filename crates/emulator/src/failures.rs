@@ -20,6 +20,11 @@ const MAX_PROMPTS: usize = 100_000;
 /// fails with an `errors` item `{code, message, taskType, taskUUID}`; `getResponse`
 /// then answers the results delivered so far and a `status:"error"` item, and the
 /// taskUUID stays used (a resend is a `conflictTaskUUID`).
+///
+/// A rule made with [`FailRule::stall`] sends no error instead: the matching task
+/// never ends (a server that lost it, or a request that wedges a worker). The client
+/// sees only silence: the outcome stays unknown however long it waits, and a resend
+/// under the same taskUUID is a conflict whose `getResponse` never completes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FailRule {
     /// The error code, e.g. `timeoutProvider`, `serviceUnavailable`,
@@ -34,6 +39,8 @@ pub struct FailRule {
     pub after_results: u32,
     /// How many tasks fail (see [`FailMatch`]); `None` is unlimited.
     pub times: Option<u32>,
+    /// The task never ends instead of failing (`code` and `message` unused).
+    pub stall: bool,
 }
 
 /// Which accepted tasks a [`FailRule`] fails.
@@ -58,7 +65,14 @@ impl FailRule {
     pub fn new(code: impl Into<String>, matching: FailMatch) -> Self {
         let code = code.into();
         let message = format!("{code} (injected by the Runware emulator)");
-        FailRule { code, message, matching, after_results: 0, times: None }
+        FailRule { code, message, matching, after_results: 0, times: None, stall: false }
+    }
+
+    /// A rule under which `matching` tasks never end: after `after_results` results
+    /// (none unless [`after`](Self::after) says) they stay running, answering
+    /// nothing more, until the emulator shuts down.
+    pub fn stall(matching: FailMatch) -> Self {
+        FailRule { stall: true, ..FailRule::new("stall", matching) }
     }
 
     /// Deliver `k` results before failing.
@@ -88,6 +102,8 @@ pub(crate) struct FailPlan {
     pub message: String,
     /// Results to deliver before failing (not yet capped by the result count).
     pub after_results: u32,
+    /// Never end instead of failing.
+    pub stall: bool,
 }
 
 /// The facts about an accepted task that rules match on.
@@ -188,6 +204,7 @@ impl FailRules {
                     code: r.rule.code.clone(),
                     message: r.rule.message.clone(),
                     after_results: r.rule.after_results,
+                    stall: r.rule.stall,
                 });
                 break;
             }

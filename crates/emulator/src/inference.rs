@@ -92,7 +92,7 @@ async fn execute(
         if let (Some(plan), Some(at)) = (&plan, fail_at)
             && at == i
         {
-            fail_injected(shared, record, session, tag::ImageInference::NAME, plan);
+            fail_injected(shared, record, session, tag::ImageInference::NAME, plan).await;
             return;
         }
         let seed =
@@ -196,13 +196,19 @@ fn roll_nsfw(shared: &Shared) -> bool {
 
 /// Fails the task as `plan` says (an injected failure): the error item is
 /// `{code, message, taskType, taskUUID}`, recorded and delivered like any task error.
-pub(crate) fn fail_injected(
+/// A stalling plan never returns (the task ends only with the emulator).
+pub(crate) async fn fail_injected(
     shared: &Shared,
     record: &TaskRecord,
     session: Option<&Session>,
     task_type: &str,
     plan: &FailPlan,
 ) {
+    if plan.stall {
+        tracing::info!(task = %record.uuid, "stalling a task (fault injection): it will never end");
+        super::stats::bump(&shared.stats.tasks_stalled_injected);
+        std::future::pending::<()>().await;
+    }
     tracing::info!(task = %record.uuid, code = %plan.code, "failing a task (fault injection)");
     super::stats::bump(&shared.stats.tasks_failed_injected);
     let e = task_error(&plan.code, plan.message.clone(), task_type, &record.uuid.to_string());

@@ -51,6 +51,8 @@ pub struct Stats {
     pub billed_micro_usd: u64,
     /// Tasks failed by a [`FailRule`](super::FailRule).
     pub tasks_failed_injected: u64,
+    /// Tasks stalled (never to end) by a [`FailRule::stall`](super::FailRule::stall).
+    pub tasks_stalled_injected: u64,
     /// `imageUpload` and `mediaStorage` uploads accepted.
     pub uploads: u64,
     /// The largest text frame received from a client, in bytes.
@@ -99,6 +101,7 @@ pub(crate) struct Counters {
     pub images_billed: AtomicU64,
     pub billed_micro_usd: AtomicU64,
     pub tasks_failed_injected: AtomicU64,
+    pub tasks_stalled_injected: AtomicU64,
     pub uploads: AtomicU64,
     pub largest_frame_in: AtomicU64,
     pub bytes_in: AtomicU64,
@@ -168,6 +171,7 @@ impl Counters {
             images_billed: g(&self.images_billed),
             billed_micro_usd: g(&self.billed_micro_usd),
             tasks_failed_injected: g(&self.tasks_failed_injected),
+            tasks_stalled_injected: g(&self.tasks_stalled_injected),
             uploads: g(&self.uploads),
             largest_frame_in: g(&self.largest_frame_in),
             bytes_in: g(&self.bytes_in),

@@ -28,10 +28,10 @@ pub enum FleetError {
     #[error("--queue: not a PostgreSQL connection string ({0})")]
     BadUrl(#[source] tokio_postgres::Error),
     /// The database cannot be reached (or went away).
-    #[error("cannot reach the queue database: {0}")]
+    #[error("cannot reach the queue database: {}", reason(.0))]
     Connect(#[source] tokio_postgres::Error),
     /// A statement failed.
-    #[error("queue database: {what}: {source}")]
+    #[error("queue database: {what}: {}", reason(source))]
     Statement {
         /// What the statement was for.
         what: &'static str,
@@ -50,6 +50,25 @@ pub enum FleetError {
     /// No such batch.
     #[error("no batch {0} in the queue")]
     NoBatch(String),
+}
+
+/// What the database said: tokio-postgres shows a server error only as "db error",
+/// the server's own words (message, detail, hint) are in its source.
+fn reason(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut s = format!("{}: {}", db.severity(), db.message());
+        if let Some(d) = db.detail() {
+            s.push_str(&format!(" ({d})"));
+        }
+        if let Some(h) = db.hint() {
+            s.push_str(&format!("; hint: {h}"));
+        }
+        return s;
+    }
+    match std::error::Error::source(e) {
+        Some(inner) => format!("{e}: {inner}"),
+        None => e.to_string(),
+    }
 }
 
 impl FleetError {

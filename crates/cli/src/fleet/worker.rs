@@ -454,9 +454,9 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
     let result = match end {
         End::Done => {
             let results = Value::Array(others);
+            let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
             record(ctx, "record a result", move |c| {
-                let (images, results) = (images.clone(), results.clone());
-                let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
+                let (images, results, key) = (images.clone(), results.clone(), key.clone());
                 async move {
                     c.execute(
                         "UPDATE runware_fleet_tasks
@@ -513,8 +513,28 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
         }
     };
     if let Err(e) = result {
-        tracing::error!(error = %e, task_uuid = %task.task_uuid, "cannot record the task's outcome; the sweepers will hand it out again");
+        // A live worker's leases never expire: a task left leased here would wait for
+        // ever. Hand it back plainly (its outcome is unknown: same taskUUID).
+        let fallback = if e.is_connection() { Err(e) } else { abandon(ctx, &task).await.map_err(|_| e) };
+        if let Err(e) = fallback {
+            tracing::error!(error = %e, task_uuid = %task.task_uuid, "cannot record the task's outcome; it is handed out again once this worker stops");
+        } else {
+            tracing::error!(task_uuid = %task.task_uuid, "cannot record the task's outcome; handed it back to be run again under its taskUUID");
+        }
     }
+}
+
+/// Back to the queue as it was claimed, with nothing recorded (the fallback when
+/// recording an outcome failed).
+async fn abandon(ctx: &Ctx, task: &Claimed) -> Result<u64, FleetError> {
+    let c = ctx.db.client().await?;
+    c.execute(
+        "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL, updated_at = now()
+         WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state = 'leased' AND lease_owner = $4",
+        &[&task.batch, &task.key, &task.attempt, &ctx.worker],
+    )
+    .await
+    .map_err(stmt("hand the task back"))
 }
 
 fn last_rate_limited(task: &Claimed) -> bool {
@@ -611,9 +631,9 @@ async fn release(
                  SET deliveries = t.deliveries - $5,
                      state = CASE WHEN t.deliveries - $5 >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
                      error = CASE WHEN t.deliveries - $5 >= b.max_deliveries
-                                  THEN $6 || jsonb_build_object('code', 'deliveredTooOften', 'message',
-                                       'handed out ' || t.deliveries || ' times without an outcome; last: ' || ($6->>'message'))
-                                  ELSE $6 END,
+                                  THEN $6::jsonb || jsonb_build_object('code', 'deliveredTooOften', 'message',
+                                       'handed out ' || t.deliveries || ' times without an outcome; last: ' || ($6::jsonb->>'message'))
+                                  ELSE $6::jsonb END,
                      images = $7, cost = $8, lease_owner = NULL, updated_at = now()
                  FROM runware_fleet_batches b
                  WHERE b.id = t.batch_id AND t.batch_id = $1 AND t.line_key = $2 AND t.attempt = $3
