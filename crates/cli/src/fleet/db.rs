@@ -2,17 +2,61 @@
 //!
 //! The connection is shared as an `Arc` taken out of a short-held mutex (never
 //! held across an `.await`); tokio-postgres pipelines concurrent statements on it.
+//! The worker's hot statements are prepared once per connection ([`Conn::exec`],
+//! [`Conn::rows`]): a statement given as text is parsed on every call, a round trip
+//! (and an implicit transaction) of its own.
 
 use super::FleetError;
 use super::schema::{MIGRATION_LOCK, MIGRATIONS};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row, Statement};
+
+/// A live connection and the statements prepared on it.
+pub struct Conn {
+    client: Client,
+    /// By the address and length of the statement's text (a `&'static str`).
+    prepared: Mutex<HashMap<(usize, usize), Statement>>,
+}
+
+impl std::ops::Deref for Conn {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl Conn {
+    /// `sql`, prepared on this connection the first time it is asked for.
+    pub async fn prepared(&self, sql: &'static str) -> Result<Statement, tokio_postgres::Error> {
+        let key = (sql.as_ptr() as usize, sql.len());
+        if let Some(s) = lock(&self.prepared).get(&key) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        lock(&self.prepared).insert(key, s.clone());
+        Ok(s)
+    }
+
+    /// Executes `sql` as a prepared statement; the rows it changed.
+    pub async fn exec(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, tokio_postgres::Error> {
+        let s = self.prepared(sql).await?;
+        self.client.execute(&s, params).await
+    }
+
+    /// Queries with `sql` as a prepared statement.
+    pub async fn rows(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
+        let s = self.prepared(sql).await?;
+        self.client.query(&s, params).await
+    }
+}
 
 /// The queue database.
 pub struct Db {
     config: tokio_postgres::Config,
-    current: Mutex<Option<Arc<Client>>>,
+    current: Mutex<Option<Arc<Conn>>>,
 }
 
 impl std::fmt::Debug for Db {
@@ -36,11 +80,11 @@ impl Db {
     }
 
     /// The live connection, connecting if there is none.
-    pub async fn client(&self) -> Result<Arc<Client>, FleetError> {
+    pub async fn client(&self) -> Result<Arc<Conn>, FleetError> {
         if let Some(c) = lock(&self.current).as_ref().filter(|c| !c.is_closed()) {
             return Ok(c.clone());
         }
-        let client = Arc::new(self.connect().await?);
+        let client = Arc::new(Conn { client: self.connect().await?, prepared: Mutex::new(HashMap::new()) });
         *lock(&self.current) = Some(client.clone());
         Ok(client)
     }
@@ -64,7 +108,7 @@ impl Db {
     /// connection; waits (up to `patience`) for the database to come back.
     pub async fn retrying<T, F, Fut>(&self, patience: Duration, mut op: F) -> Result<T, FleetError>
     where
-        F: FnMut(Arc<Client>) -> Fut,
+        F: FnMut(Arc<Conn>) -> Fut,
         Fut: std::future::Future<Output = Result<T, FleetError>>,
     {
         let started = tokio::time::Instant::now();
@@ -125,7 +169,7 @@ pub fn stmt(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetEr
     move |source| FleetError::Statement { what, source }
 }
 
-/// A poisoned lock still holds a usable `Option<Arc<Client>>`.
+/// A poisoned lock still holds usable data (a connection, prepared statements).
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -20,7 +20,7 @@
 //!   hand the rest back (not counted as deliveries).
 
 use super::FleetError;
-use super::db::{Db, stmt};
+use super::db::{Conn, Db, stmt};
 use crate::args::{ApiArgs, WorkerArgs};
 use crate::batch::attempts::backoff;
 use crate::batch::identity;
@@ -90,7 +90,7 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     let host = hostname();
     {
         let c = db.client().await?;
-        c.execute(
+        c.exec(
             "INSERT INTO runware_fleet_workers (id, host, pid, endpoint) VALUES ($1, $2, $3, $4)",
             &[&worker, &host, &(std::process::id() as i32), &endpoint_id],
         )
@@ -258,7 +258,7 @@ fn hostname() -> String {
 async fn claim(ctx: &Ctx, n: usize) -> Result<Vec<Claimed>, FleetError> {
     let c = ctx.db.client().await?;
     let rows = c
-        .query(
+        .rows(
             "WITH b AS (
                 SELECT b.id, b.max_in_flight FROM runware_fleet_batches b
                 WHERE b.state = 'active' AND b.endpoint = $1
@@ -328,7 +328,7 @@ async fn heartbeat(db: Arc<Db>, worker: Uuid, lease: Duration) {
         tick.tick().await;
         let beat = async {
             let c = db.client().await?;
-            c.execute("UPDATE runware_fleet_workers SET last_seen = now() WHERE id = $1", &[&worker])
+            c.exec("UPDATE runware_fleet_workers SET last_seen = now() WHERE id = $1", &[&worker])
                 .await
                 .map_err(stmt("heartbeat"))?;
             let swept = c
@@ -367,7 +367,7 @@ async fn heartbeat(db: Arc<Db>, worker: Uuid, lease: Duration) {
 async fn pause_endpoint(db: &Db, endpoint: &str, reason: &str) {
     let r = async {
         let c = db.client().await?;
-        c.execute(
+        c.exec(
             "UPDATE runware_fleet_batches SET state = 'paused', paused_reason = $2, paused_at = now()
              WHERE endpoint = $1 AND state = 'active'",
             &[&endpoint, &reason],
@@ -383,7 +383,7 @@ async fn pause_endpoint(db: &Db, endpoint: &str, reason: &str) {
 
 async fn resume_after_auth(db: &Db, endpoint: &str) -> Result<u64, FleetError> {
     let c = db.client().await?;
-    c.execute(
+    c.exec(
         "UPDATE runware_fleet_batches SET state = 'active', paused_reason = NULL, paused_at = NULL
          WHERE endpoint = $1 AND state = 'paused' AND paused_reason LIKE 'auth:%'",
         &[&endpoint],
@@ -402,7 +402,7 @@ async fn mark_stopped(db: &Db, worker: Uuid) {
 async fn release_all(db: &Db, worker: Uuid) -> u64 {
     let r = db
         .retrying(Duration::from_secs(10), |c| async move {
-            c.execute(
+            c.exec(
                 "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL,
                      deliveries = GREATEST(deliveries - 1, 0), updated_at = now()
                  WHERE lease_owner = $1 AND state = 'leased'",
@@ -458,7 +458,7 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
             record(ctx, "record a result", move |c| {
                 let (images, results, key) = (images.clone(), results.clone(), key.clone());
                 async move {
-                    c.execute(
+                    c.exec(
                         "UPDATE runware_fleet_tasks
                          SET state = 'done', images = $4, results = $5, cost = $6, latency_ms = $7, error = NULL,
                              lease_owner = NULL, finished_at = now(), updated_at = now()
@@ -528,7 +528,7 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
 /// recording an outcome failed).
 async fn abandon(ctx: &Ctx, task: &Claimed) -> Result<u64, FleetError> {
     let c = ctx.db.client().await?;
-    c.execute(
+    c.exec(
         "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL, updated_at = now()
          WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state = 'leased' AND lease_owner = $4",
         &[&task.batch, &task.key, &task.attempt, &ctx.worker],
@@ -546,7 +546,7 @@ fn last_rate_limited(task: &Claimed) -> bool {
 /// Runs `op` until the database takes it (or [`DB_PATIENCE`] runs out).
 async fn record<F, Fut>(ctx: &Ctx, what: &'static str, op: F) -> Result<(), FleetError>
 where
-    F: Fn(Arc<tokio_postgres::Client>) -> Fut,
+    F: Fn(Arc<Conn>) -> Fut,
     Fut: std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
 {
     let changed = ctx
@@ -574,7 +574,7 @@ async fn finish_failed(
     record(ctx, "record a failure", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
         async move {
-            c.execute(
+            c.exec(
                 "UPDATE runware_fleet_tasks
                  SET state = $4, error = $5, images = $6, cost = $7, lease_owner = NULL, finished_at = now(), updated_at = now()
                  WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state IN ('queued', 'leased', 'dead', 'paused')",
@@ -595,7 +595,7 @@ async fn advance(ctx: &Ctx, task: &Claimed, error: Value, images: Value, cost: f
     record(ctx, "start the next attempt", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
         async move {
-            c.execute(
+            c.exec(
                 "UPDATE runware_fleet_tasks t
                  SET attempt = $4, task_uuid = $5, error = $6, images = $7, cost = $8, lease_owner = NULL,
                      state = CASE WHEN $4 - t.retry_base > b.max_attempts THEN 'parked' ELSE 'queued' END,
@@ -626,7 +626,7 @@ async fn release(
     record(ctx, "hand the task back", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
         async move {
-            c.execute(
+            c.exec(
                 "UPDATE runware_fleet_tasks t
                  SET deliveries = t.deliveries - $5,
                      state = CASE WHEN t.deliveries - $5 >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
@@ -650,7 +650,7 @@ async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
     let wait = backoff(ctx.retry_backoff, 1).min(MAX_BACKOFF);
     let r = async {
         let c = ctx.db.client().await?;
-        c.execute(
+        c.exec(
             "UPDATE runware_fleet_batches SET backoff_until = GREATEST(COALESCE(backoff_until, now()), now() + make_interval(secs => $2))
              WHERE id = $1",
             &[&batch, &wait.as_secs_f64()],
