@@ -47,7 +47,11 @@ impl Conn {
     }
 
     /// Queries with `sql` as a prepared statement.
-    pub async fn rows(&self, sql: &'static str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, tokio_postgres::Error> {
+    pub async fn rows(
+        &self,
+        sql: &'static str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, tokio_postgres::Error> {
         let s = self.prepared(sql).await?;
         self.client.query(&s, params).await
     }
@@ -56,6 +60,8 @@ impl Conn {
 /// The queue database.
 pub struct Db {
     config: tokio_postgres::Config,
+    /// `None` for `sslmode=disable`.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     current: Mutex<Option<Arc<Conn>>>,
 }
 
@@ -69,12 +75,15 @@ impl std::fmt::Debug for Db {
 impl Db {
     /// Connects (once) and brings the schema up to date.
     pub async fn open(queue: &str) -> Result<Db, FleetError> {
-        let mut config: tokio_postgres::Config = queue.parse().map_err(FleetError::BadUrl)?;
+        let (rest, tls) = super::tls::split(queue)?;
+        let mut config: tokio_postgres::Config = rest.parse().map_err(FleetError::BadUrl)?;
+        config.ssl_mode(tls.ssl_mode());
+        let tls = tls.connector()?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(10));
         }
         config.application_name("runware");
-        let db = Db { config, current: Mutex::new(None) };
+        let db = Db { config, tls, current: Mutex::new(None) };
         db.migrate().await?;
         Ok(db)
     }
@@ -90,12 +99,18 @@ impl Db {
     }
 
     async fn connect(&self) -> Result<Client, FleetError> {
-        let (client, connection) = self.config.connect(NoTls).await.map_err(FleetError::Connect)?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "queue database connection ended");
+        let client = match &self.tls {
+            Some(tls) => {
+                let (client, connection) = self.config.connect(tls.clone()).await.map_err(FleetError::Connect)?;
+                tokio::spawn(drive(connection));
+                client
             }
-        });
+            None => {
+                let (client, connection) = self.config.connect(NoTls).await.map_err(FleetError::Connect)?;
+                tokio::spawn(drive(connection));
+                client
+            }
+        };
         Ok(client)
     }
 
@@ -167,6 +182,13 @@ impl Db {
 /// A `map_err` for a statement.
 pub fn stmt(what: &'static str) -> impl FnOnce(tokio_postgres::Error) -> FleetError {
     move |source| FleetError::Statement { what, source }
+}
+
+/// Runs a connection until it ends.
+async fn drive<F: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: F) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "queue database connection ended");
+    }
 }
 
 /// A poisoned lock still holds usable data (a connection, prepared statements).

@@ -14,9 +14,11 @@
 //! attempt number); the first completion wins.
 
 pub mod admin;
+pub mod conninfo;
 pub mod db;
 pub mod schema;
 pub mod submit;
+pub mod tls;
 pub mod worker;
 
 use crate::error::CliError;
@@ -50,6 +52,9 @@ pub enum FleetError {
     /// No such batch.
     #[error("no batch {0} in the queue")]
     NoBatch(String),
+    /// The connection string's TLS settings cannot be used.
+    #[error("--queue: {0}")]
+    Tls(String),
 }
 
 /// What the database said: tokio-postgres shows a server error only as "db error",
@@ -85,42 +90,15 @@ impl FleetError {
 impl From<FleetError> for CliError {
     fn from(e: FleetError) -> CliError {
         match e {
-            FleetError::BadUrl(_) | FleetError::NoBatch(_) => CliError::Usage(e.to_string()),
+            FleetError::BadUrl(_) | FleetError::NoBatch(_) | FleetError::Tls(_) => CliError::Usage(e.to_string()),
             FleetError::Connect(_) => CliError::Connect { url: "the queue database".into(), reason: e.to_string() },
             other => CliError::Other(other.to_string()),
         }
     }
 }
 
-/// The password of a PostgreSQL URL or key-value connection string, if it has one,
-/// as written and percent-decoded (for the redactor: it is a secret like the API key).
+/// The password of the queue's connection string, as written and percent-decoded
+/// (for the redactor: it is a secret like the API key).
 pub fn queue_password(queue: &str) -> Vec<String> {
-    if let Ok(url) = url::Url::parse(queue)
-        && let Some(p) = url.password()
-    {
-        // Percent-decoding only: a `+` in userinfo is a plus, not a space.
-        let escaped = p.replace('+', "%2B");
-        let decoded =
-            url::form_urlencoded::parse(format!("p={escaped}").as_bytes()).next().map(|(_, v)| v.into_owned());
-        let mut forms = vec![p.to_string()];
-        forms.extend(decoded.filter(|d| d != p));
-        return forms;
-    }
-    queue
-        .split_whitespace()
-        .filter_map(|kv| kv.strip_prefix("password=").map(|p| p.trim_matches('\'').to_string()))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_are_found_in_urls_and_key_values() {
-        assert_eq!(queue_password("postgres://u:s%40cret@h:5432/db"), ["s%40cret", "s@cret"]);
-        assert_eq!(queue_password("postgres://u:a+b@h/db"), ["a+b"]);
-        assert_eq!(queue_password("host=h user=u password=hunter2 dbname=x"), ["hunter2"]);
-        assert!(queue_password("postgres://u@h/db").is_empty());
-    }
+    conninfo::password(queue)
 }
