@@ -21,6 +21,8 @@ struct Pg {
     dir: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// Only TLS connections are accepted (`hostssl`).
+    tls: bool,
 }
 
 fn pg_bin(name: &str) -> Option<PathBuf> {
@@ -36,6 +38,15 @@ fn pg_bin(name: &str) -> Option<PathBuf> {
 
 impl Pg {
     fn start() -> Option<Pg> {
+        Pg::boot(None)
+    }
+
+    /// A cluster that accepts only TLS, with this certificate and key (PEM).
+    fn start_tls(cert_pem: &str, key_pem: &str) -> Option<Pg> {
+        Pg::boot(Some((cert_pem, key_pem)))
+    }
+
+    fn boot(tls: Option<(&str, &str)>) -> Option<Pg> {
         let (Some(initdb), Some(_)) = (pg_bin("initdb"), pg_bin("pg_ctl")) else {
             if std::env::var("RUNWARE_FLEET_TESTS").as_deref() == Ok("required") {
                 panic!("RUNWARE_FLEET_TESTS=required but PostgreSQL's initdb/pg_ctl are not installed");
@@ -56,7 +67,7 @@ impl Pg {
                 p = d.parent();
             }
         }
-        let pg = Pg { dir, port, as_postgres };
+        let pg = Pg { dir, port, as_postgres, tls: tls.is_some() };
         let status = pg
             .command(&initdb)
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -65,6 +76,24 @@ impl Pg {
             .status()
             .expect("initdb runs");
         assert!(status.success(), "initdb failed");
+        if let Some((cert, key)) = tls {
+            let data = pg.dir.join("data");
+            std::fs::write(data.join("server.crt"), cert).expect("write the certificate");
+            std::fs::write(data.join("server.key"), key).expect("write the key");
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\n",
+            )
+            .expect("write pg_hba.conf");
+            let conf = std::fs::read_to_string(data.join("postgresql.conf")).expect("postgresql.conf");
+            std::fs::write(data.join("postgresql.conf"), conf + "\nssl = on\n").expect("write postgresql.conf");
+            if pg.as_postgres {
+                let ok = Command::new("chown").args(["-R", "postgres"]).arg(&data).status().map(|s| s.success());
+                assert_eq!(ok.ok(), Some(true));
+            }
+            let ok = Command::new("chmod").arg("600").arg(data.join("server.key")).status().map(|s| s.success());
+            assert_eq!(ok.ok(), Some(true));
+        }
         pg.ctl(&["start", "-w"]);
         Some(pg)
     }
@@ -107,8 +136,10 @@ impl Pg {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// The URL psql uses (TLS without verification on a TLS-only cluster).
     fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        let tls = if self.tls { "?sslmode=require" } else { "" };
+        format!("postgres://postgres@127.0.0.1:{}/postgres{tls}", self.port)
     }
 }
 
@@ -507,4 +538,65 @@ async fn a_sixty_second_emulator_outage_is_waited_out() {
     wait_all(&mut workers).await;
     check_once(&pg, &emu, &id, n).await;
     assert!(emu.stats().connections >= 6, "the workers reconnected after the outage");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_queue_follows_sslmode_and_sslrootcert() {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "db.example".to_string()])
+        .expect("a certificate");
+    let Some(pg) = Pg::start_tls(&certified.cert.pem(), &certified.signing_key.serialize_pem()) else { return };
+    let emu = fleet_emulator().await;
+    let dir = scratch("fleet-tls");
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, certified.cert.pem()).expect("write the CA");
+    let file = dir.join("edits.jsonl");
+    write_jsonl(&file, &lines(6));
+    let at = |host: &str, query: &str| format!("postgres://postgres@{host}:{}/postgres?{query}", pg.port);
+    let ca_q = format!("sslrootcert={}", ca.display());
+    let status = |queue: String| {
+        let mut cmd = runware();
+        cmd.args(["batch", "list", "--queue", &queue]);
+        exec(cmd)
+    };
+
+    // verify-full with the CA, by a name the certificate holds: submit and work.
+    let full = at("localhost", &format!("sslmode=verify-full&{ca_q}"));
+    let mut cmd = runware();
+    cmd.args(["batch", "submit"]).arg(&file).args(api(&emu)).args(["--queue", &full]);
+    let first = exec(cmd).await;
+    assert_eq!(first.code, 0, "{first:?}");
+    let id = first.stdout.trim().to_string();
+    let mut w = runware();
+    w.arg("worker").args(api(&emu)).args(["--queue", &full, "--exit-when-idle", "-o"]).arg(dir.join("out"));
+    let run = exec(w).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(
+        pg.sql(&format!("SELECT count(*) FROM runware_fleet_tasks WHERE batch_id = '{id}' AND state = 'done'")),
+        "6"
+    );
+
+    // The same in key=value form, the path quoted.
+    let kv =
+        format!("host=localhost port={} user=postgres sslmode=verify-full sslrootcert='{}'", pg.port, ca.display());
+    assert_eq!(status(kv).await.code, 0);
+    // verify-ca checks the chain only: an address the certificate does not name is fine…
+    assert_eq!(status(at("127.0.0.1", &format!("sslmode=verify-ca&{ca_q}"))).await.code, 0);
+    // …verify-full is not.
+    let wrong_name = status(at("127.0.0.1", &format!("sslmode=verify-full&{ca_q}"))).await;
+    assert_eq!(wrong_name.code, 3, "{wrong_name:?}");
+    assert!(wrong_name.stderr.contains("queue database"), "{wrong_name:?}");
+    // Without the CA the certificate is not trusted (Mozilla's roots do not hold it).
+    let untrusted = status(at("localhost", "sslmode=verify-full")).await;
+    assert_eq!(untrusted.code, 3, "{untrusted:?}");
+    assert!(untrusted.stderr.to_lowercase().contains("certificate"), "{untrusted:?}");
+    // require and prefer encrypt without checking (libpq's meaning); disable is refused
+    // by this TLS-only server, which shows the others used TLS.
+    assert_eq!(status(at("127.0.0.1", "sslmode=require")).await.code, 0);
+    assert_eq!(status(at("127.0.0.1", "sslmode=prefer")).await.code, 0);
+    let plain = status(at("127.0.0.1", "sslmode=disable")).await;
+    assert_eq!(plain.code, 3, "{plain:?}");
+    // A bad sslmode names the key, exit 2.
+    let bad = status(at("127.0.0.1", "sslmode=verify")).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("sslmode"), "{bad:?}");
 }

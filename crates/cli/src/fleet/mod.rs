@@ -91,7 +91,9 @@ impl From<FleetError> for CliError {
     fn from(e: FleetError) -> CliError {
         match e {
             FleetError::BadUrl(_) | FleetError::NoBatch(_) | FleetError::Tls(_) => CliError::Usage(e.to_string()),
-            FleetError::Connect(_) => CliError::Connect { url: "the queue database".into(), reason: e.to_string() },
+            FleetError::Connect(source) => {
+                CliError::Connect { url: "the queue database".into(), reason: reason(&source) }
+            }
             other => CliError::Other(other.to_string()),
         }
     }
