@@ -600,3 +600,50 @@ async fn tls_to_the_queue_follows_sslmode_and_sslrootcert() {
     assert_eq!(bad.code, 2, "{bad:?}");
     assert!(bad.stderr.contains("sslmode"), "{bad:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_file_withdraws_its_unsent_lines_and_runs_only_what_it_says() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = fleet_emulator().await;
+    let dir = scratch("fleet-edit");
+    let file = dir.join("edits.jsonl");
+    let original = lines(5);
+    write_jsonl(&file, &original);
+    let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
+    // A worker already sent line 4 (its outcome is unknown: it must stay).
+    pg.sql(&format!(
+        "UPDATE runware_fleet_tasks SET first_sent_at = now(), deliveries = 1 WHERE batch_id = '{id}' AND line_no = 4"
+    ));
+    // The edit: a new first line, line 2 reworded, line 4 removed.
+    let mut edited = vec![json!({"positivePrompt": "Fleet edit new: a new first line", "width": 1024, "height": 1024})];
+    let mut reworded = original[1].clone();
+    reworded["positivePrompt"] = json!("Fleet edit 1b: reworded");
+    edited.extend([original[0].clone(), reworded, original[2].clone(), original[4].clone()]);
+    write_jsonl(&file, &edited);
+    let again = submit(&emu, &pg, &file).await;
+    assert_eq!((again.code, again.stdout.trim()), (0, id.as_str()), "{again:?}");
+    assert!(again.stderr.contains("2 added") && again.stderr.contains("1 withdrawn"), "{again:?}");
+    // The old line 2 is gone; line 4 stays; the kept lines carry their new numbers.
+    let rows = pg.sql(&format!(
+        "SELECT string_agg(line_no::text || ':' || (request->>'positivePrompt'), '|' ORDER BY line_no, line_key)
+         FROM runware_fleet_tasks WHERE batch_id = '{id}'"
+    ));
+    let prompt = |i: usize| original[i]["positivePrompt"].as_str().unwrap_or_default().to_string();
+    let expected = [
+        "1:Fleet edit new: a new first line".to_string(),
+        format!("2:{}", prompt(0)),
+        "3:Fleet edit 1b: reworded".to_string(),
+        format!("4:{}", prompt(2)),
+        format!("4:{}", prompt(3)),
+        format!("5:{}", prompt(4)),
+    ];
+    assert_eq!(rows, expected.join("|"));
+
+    wait_all(&mut three_workers(&emu, &pg, &dir.join("out"), &[])).await;
+    let records = results(&pg, &id).await;
+    assert_eq!(records.len(), 6, "{records:?}");
+    assert!(records.iter().all(|r| r["status"] == "ok"), "{records:?}");
+    // The withdrawn wording never ran: six inference tasks in all.
+    assert_eq!(successes(&emu), 6);
+    assert_eq!(emu.stats().double_executed, 0);
+}

@@ -3,7 +3,10 @@
 //! The batch's id is derived from its endpoint and name (the file's stem unless
 //! `--name`), and each line's row from its identity (`id`, or its canonical content
 //! and occurrence: the local batch's rule). Submitting the same file again adds
-//! nothing and prints the same id; lines added to the file since are added.
+//! nothing and prints the same id; lines added to the file since are added, and
+//! lines no longer in it are withdrawn if no worker has sent them yet (one that was
+//! sent may have run: it is finished, so its outcome is known). Lines that moved
+//! get their new line numbers.
 //! Every line is validated by the local batch's rules; a line that breaks one is
 //! recorded `failed` with the rule, so the results keep one record per line.
 //! Local reference files are uploaded once (to the batch's endpoint) and the rows
@@ -70,6 +73,9 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
         .map(|r| r.get(0))
         .collect();
     let mut already = 0u64;
+    // Every line identity in the file, and where the already-queued ones are now.
+    let mut present: Vec<String> = Vec::new();
+    let mut moved: (Vec<String>, Vec<i32>) = (Vec::new(), Vec::new());
     // Read and validate every line (blocking, off the runtime).
     let (tx, mut rx) = tokio::sync::mpsc::channel(256);
     let reading = {
@@ -83,6 +89,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
         match item {
             Item::Skip { .. } => {}
             Item::Invalid { line, key, task_uuid, error } => {
+                present.push(key.clone());
                 invalid += 1;
                 if invalid <= 20 {
                     out.notice(&error.describe(line));
@@ -93,8 +100,14 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
                     json!({"code": error.code, "message": error.message, "parameter": error.parameter, "final": true});
                 rows.push(Row { key, line, request: Value::Null, wanted: 0, task_uuid, error: Some(error) });
             }
-            Item::Run(job) if known.contains(&job.key) => already += 1,
+            Item::Run(job) if known.contains(&job.key) => {
+                already += 1;
+                present.push(job.key.clone());
+                moved.0.push(job.key);
+                moved.1.push(job.line as i32);
+            }
             Item::Run(job) => {
+                present.push(job.key.clone());
                 let task_uuid = job.own_uuid.unwrap_or_else(|| identity::attempt_uuid(id, &job.key, 1));
                 let wanted = job.task.wanted();
                 let task = if has_inline_refs(&job.task) && !embedded::is_embedded(&api) {
@@ -155,14 +168,31 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     for chunk in rows.chunks(CHUNK) {
         added += insert(&c, id, chunk).await?;
     }
+    let withdrawn = c
+        .execute(
+            "DELETE FROM runware_fleet_tasks
+             WHERE batch_id = $1 AND state = 'queued' AND first_sent_at IS NULL AND deliveries = 0
+               AND NOT (line_key = ANY($2::text[]))",
+            &[&id, &present],
+        )
+        .await
+        .map_err(stmt("withdraw the lines no longer in the file"))?;
+    c.execute(
+        "UPDATE runware_fleet_tasks t SET line_no = x.l, updated_at = now()
+         FROM unnest($2::text[], $3::int[]) AS x(k, l)
+         WHERE t.batch_id = $1 AND t.line_key = x.k AND t.line_no <> x.l",
+        &[&id, &moved.0, &moved.1],
+    )
+    .await
+    .map_err(stmt("renumber the lines that moved"))?;
     let total = rows.len() as u64 + already;
     if out.is_json() {
         out.json_value(
-            &json!({"batch": id, "name": name, "lines": total, "added": added, "invalid": invalid, "uploads": uploads}),
+            &json!({"batch": id, "name": name, "lines": total, "added": added, "withdrawn": withdrawn, "invalid": invalid, "uploads": uploads}),
         );
     } else {
         out.notice(&format!(
-            "{name}: {total} line(s), {added} added ({} already queued), {invalid} invalid, {uploads} reference(s) uploaded",
+            "{name}: {total} line(s), {added} added ({} already queued), {withdrawn} withdrawn (no longer in the file, never sent), {invalid} invalid, {uploads} reference(s) uploaded",
             total - added
         ));
         out.line(&id.to_string());
