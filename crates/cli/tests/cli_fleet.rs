@@ -647,3 +647,36 @@ async fn an_edited_file_withdraws_its_unsent_lines_and_runs_only_what_it_says() 
     assert_eq!(successes(&emu), 6);
     assert_eq!(emu.stats().double_executed, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_the_server_forgot_is_uploaded_again_and_the_lines_go_on() {
+    let Some(pg) = Pg::start() else { return };
+    let emu = fleet_emulator().await;
+    let dir = scratch("fleet-forget");
+    let file = dir.join("edits.jsonl");
+    let n = 200;
+    write_jsonl(&file, &lines(n));
+    let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
+    assert_eq!(emu.stats().uploads, 1, "submit uploads the shared reference once");
+    let mut workers = three_workers(&emu, &pg, &dir.join("out"), &["--retry-backoff", "50ms"]);
+    // Mid-batch the server forgets every upload: the tasks sent from then on are
+    // refused with invalidReferenceImage.
+    while emu.stats().results_delivered < 30 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    emu.inject(Fault::ForgetUploads);
+    wait_all(&mut workers).await;
+
+    let records = results(&pg, &id).await;
+    let failed: Vec<_> = records.iter().filter(|r| r["status"] != "ok").collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    check_once(&pg, &emu, &id, n).await;
+    let again = records.iter().filter(|r| r["attempts"] == 2).count();
+    assert!(again > 0, "no line met the forgotten reference: {records:?}");
+    assert!(records.iter().all(|r| r["attempts"].as_u64() <= Some(2)), "a line needed more than one new attempt");
+    // Uploaded again once for the fleet, or once by each worker that raced for it.
+    let uploads = emu.stats().uploads;
+    assert!((2..=4).contains(&uploads), "{uploads} uploads");
+    println!("forgotten reference: {again} line(s) ran a second attempt, {uploads} uploads");
+    let _ = std::fs::remove_dir_all(&dir);
+}

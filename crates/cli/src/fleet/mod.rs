@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod conninfo;
 pub mod db;
+pub mod references;
 pub mod schema;
 pub mod submit;
 pub mod tls;
@@ -52,6 +53,9 @@ pub enum FleetError {
     /// No such batch.
     #[error("no batch {0} in the queue")]
     NoBatch(String),
+    /// A reference the server forgot could not be uploaded again.
+    #[error("cannot upload a reference image again: {0}")]
+    Reupload(String),
     /// The connection string's TLS settings cannot be used.
     #[error("--queue: {0}")]
     Tls(String),

@@ -4,7 +4,7 @@
 //! together, in one statement. Every time is the database's `now()`.
 
 /// The migrations, in order; `MIGRATIONS[i]` takes the schema to version `i + 1`.
-pub const MIGRATIONS: &[&str] = &[V1];
+pub const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// A key for `pg_advisory_xact_lock`: one migrator at a time.
 pub const MIGRATION_LOCK: i64 = 0x7275_6e77_6172_6501;
@@ -63,5 +63,18 @@ CREATE TABLE runware_fleet_workers (
     started_at timestamptz NOT NULL DEFAULT now(),
     last_seen  timestamptz NOT NULL DEFAULT now(),
     stopped_at timestamptz
+);
+"#;
+
+/// The references `batch submit` uploaded, kept so a worker can upload one again
+/// when the server has forgotten it (`fleet/references.rs`).
+const V2: &str = r#"
+CREATE TABLE runware_fleet_references (
+    batch_id   uuid NOT NULL REFERENCES runware_fleet_batches (id) ON DELETE CASCADE,
+    original   uuid NOT NULL,
+    current    uuid NOT NULL,
+    data       text NOT NULL,
+    renewed_at timestamptz,
+    PRIMARY KEY (batch_id, original)
 );
 "#;

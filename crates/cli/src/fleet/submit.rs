@@ -10,10 +10,13 @@
 //! Every line is validated by the local batch's rules; a line that breaks one is
 //! recorded `failed` with the rule, so the results keep one record per line.
 //! Local reference files are uploaded once (to the batch's endpoint) and the rows
-//! reference the uploads by imageUUID; without a key they stay inline.
+//! reference the uploads by imageUUID; without a key they stay inline. Each upload's
+//! reference is kept in the queue too, so a worker can upload it again when the
+//! server has forgotten it (`fleet/references.rs`).
 
 use super::FleetError;
 use super::db::{Db, stmt};
+use super::references::{self, Kept};
 use crate::args::{ApiArgs, SubmitArgs};
 use crate::batch::identity;
 use crate::batch::journal::Loaded;
@@ -22,9 +25,10 @@ use crate::embedded::{self, Endpoint};
 use crate::error::CliError;
 use crate::input::Task;
 use crate::output::Output;
-use runware_ws::client::{Client, ReferenceCache};
-use runware_ws::protocol::KontextTask;
+use runware_ws::client::{Client, ReferenceCache, Uploaded};
+use runware_ws::protocol::{KontextTask, ReferenceImage};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -84,7 +88,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     };
     let mut rows = Vec::new();
     let mut references: Option<(Endpoint, Client, ReferenceCache)> = None;
-    let (mut invalid, mut uploads) = (0usize, 0usize);
+    let (mut invalid, mut kept) = (0usize, Vec::new());
     while let Some(item) = rx.recv().await {
         match item {
             Item::Skip { .. } => {}
@@ -118,10 +122,13 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
                         references = Some((endpoint, client, cache));
                     }
                     let Some((_, _, cache)) = references.as_ref() else { continue };
+                    let inline = inline_refs(&job.task);
                     let (task, made) = upload_refs(cache, job.task)
                         .await
                         .map_err(|e| CliError::Other(format!("line {}: uploading a reference image: {e}", job.line)))?;
-                    uploads += made;
+                    kept.extend(made.into_iter().filter_map(|u| {
+                        inline.get(&u.key).map(|data| Kept { image_uuid: u.image_uuid, data: data.clone() })
+                    }));
                     task
                 } else {
                     job.task
@@ -164,6 +171,8 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     )
     .await
     .map_err(stmt("create the batch"))?;
+    references::keep(&c, id, &kept).await?;
+    let uploads = kept.len();
     let mut added = 0u64;
     for chunk in rows.chunks(CHUNK) {
         added += insert(&c, id, chunk).await?;
@@ -208,20 +217,35 @@ fn to_json(task: &Task) -> Result<Value, serde_json::Error> {
     }
 }
 
-fn has_inline_refs(task: &Task) -> bool {
+fn reference_images(task: &Task) -> &[ReferenceImage] {
     let inputs = match task {
         Task::Kontext(k) => k.inputs.as_ref(),
         Task::Inference(i) => i.inputs.as_ref(),
         Task::Raw(_) => None,
     };
-    inputs.is_some_and(|i| i.reference_images.iter().any(|r| ReferenceCache::key(r).is_some()))
+    inputs.map_or(&[], |i| i.reference_images.as_slice())
 }
 
-async fn upload_refs(cache: &ReferenceCache, task: Task) -> Result<(Task, usize), runware_ws::ClientError> {
+fn has_inline_refs(task: &Task) -> bool {
+    reference_images(task).iter().any(|r| ReferenceCache::key(r).is_some())
+}
+
+/// The task's inline references by their upload key.
+fn inline_refs(task: &Task) -> HashMap<Uuid, String> {
+    reference_images(task)
+        .iter()
+        .filter_map(|r| match r {
+            ReferenceImage::DataUri(s) | ReferenceImage::Base64(s) => Some((ReferenceCache::key(r)?, s.clone())),
+            ReferenceImage::Url(_) | ReferenceImage::Uuid(_) => None,
+        })
+        .collect()
+}
+
+async fn upload_refs(cache: &ReferenceCache, task: Task) -> Result<(Task, Vec<Uploaded>), runware_ws::ClientError> {
     Ok(match task {
         Task::Kontext(k) => {
             let (k, made) = cache.kontext(*k).await?;
-            (Task::Kontext(Box::new(k)), made.len())
+            (Task::Kontext(Box::new(k)), made)
         }
         Task::Inference(i) => {
             let (i, made) = cache.inference(*i).await?;
@@ -229,9 +253,9 @@ async fn upload_refs(cache: &ReferenceCache, task: Task) -> Result<(Task, usize)
                 Ok(k) if k.model == runware_ws::protocol::kontext::MODEL => Task::Kontext(Box::new(k)),
                 _ => Task::Inference(Box::new(i)),
             };
-            (task, made.len())
+            (task, made)
         }
-        raw => (raw, 0),
+        raw => (raw, Vec::new()),
     })
 }
 

@@ -21,6 +21,7 @@
 
 use super::FleetError;
 use super::db::{Conn, Db, stmt};
+use super::references::Renewed;
 use crate::args::{ApiArgs, WorkerArgs};
 use crate::batch::attempts::backoff;
 use crate::batch::identity;
@@ -34,6 +35,7 @@ use futures::StreamExt;
 use runware_ws::client::{Client, ClientError, ImageResult};
 use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -69,6 +71,8 @@ struct Claimed {
     task_uuid: Uuid,
     images: Vec<ImageRecord>,
     error: Option<Value>,
+    /// The imageUUID sent for each reference the row names (set by `execute`).
+    sent_refs: HashMap<Uuid, Uuid>,
 }
 
 struct Ctx {
@@ -79,6 +83,8 @@ struct Ctx {
     worker: Uuid,
     endpoint: String,
     retry_backoff: Duration,
+    /// The references uploaded again since the batch was submitted.
+    renewed: Renewed,
     stopping: AtomicBool,
     stop: Notify,
 }
@@ -120,6 +126,7 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
         out.notice(&format!("the key works: {resumed} batch(es) paused for a refused key resumed"));
     }
     let saver = Saver::new(8, !args.no_download)?;
+    let renewed = Renewed::load(&db, client.clone()).await?;
     let ctx = Arc::new(Ctx {
         db: db.clone(),
         client: client.clone(),
@@ -128,6 +135,7 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
         worker,
         endpoint: endpoint_id.clone(),
         retry_backoff: args.retry_backoff,
+        renewed,
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
     });
@@ -302,6 +310,7 @@ async fn claim(ctx: &Ctx, n: usize) -> Result<Vec<Claimed>, FleetError> {
             task_uuid: r.get(6),
             images: serde_json::from_value(r.get::<_, Value>(7)).unwrap_or_default(),
             error: r.get(8),
+            sent_refs: HashMap::new(),
         })
         .collect())
 }
@@ -471,6 +480,11 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
             })
             .await
         }
+        End::Failed { code, message, parameter } if code == FORGOTTEN && renew_references(ctx, &task).await => {
+            // The server forgot an upload; it is live again: a new attempt (the failure
+            // was reported, so a new taskUUID cannot run the task twice).
+            advance(ctx, &task, json!({"code": code, "message": message, "parameter": parameter}), images, cost).await
+        }
         End::Failed { code, message, parameter } => {
             let error = json!({"code": code, "message": message, "parameter": parameter, "final": true});
             finish_failed(ctx, &task, "failed", error, images, cost).await
@@ -520,6 +534,24 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
             tracing::error!(error = %e, task_uuid = %task.task_uuid, "cannot record the task's outcome; it is handed out again once this worker stops");
         } else {
             tracing::error!(task_uuid = %task.task_uuid, "cannot record the task's outcome; handed it back to be run again under its taskUUID");
+        }
+    }
+}
+
+/// The server's answer for a reference it does not know.
+const FORGOTTEN: &str = "invalidReferenceImage";
+
+/// After [`FORGOTTEN`]: true when the task's kept references are live again (once
+/// per line in a row: a reference that fails again right after is not a forgotten one).
+async fn renew_references(ctx: &Ctx, task: &Claimed) -> bool {
+    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN) {
+        return false;
+    }
+    match ctx.renewed.renew(&ctx.db, task.batch, &task.sent_refs).await {
+        Ok(renewed) => renewed,
+        Err(e) => {
+            tracing::warn!(error = %e, task_uuid = %task.task_uuid, "cannot upload the task's references again; the line fails");
+            false
         }
     }
 }
@@ -666,7 +698,15 @@ async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
 
 /// Sends the task's attempt and gathers its results (images saved as they come).
 async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
-    let built = match input::build(task.request.clone(), task.task_uuid, Path::new("/")) {
+    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN) {
+        // Another worker may have uploaded the reference again.
+        if let Err(e) = ctx.renewed.learn(&ctx.db, task.batch, &task.request).await {
+            tracing::warn!(error = %e, "cannot read the renewed references; sending the ones this worker knows");
+        }
+    }
+    let mut request = task.request.clone();
+    task.sent_refs = ctx.renewed.apply(&mut request);
+    let built = match input::build(request, task.task_uuid, Path::new("/")) {
         Ok(t) => t,
         Err(e) => return (End::Failed { code: e.code.into(), message: e.message, parameter: e.parameter }, Vec::new()),
     };
