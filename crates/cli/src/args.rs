@@ -648,6 +648,15 @@ pub struct ServeArgs {
     /// Render images at width/N × height/N (faster; the images are smaller than asked).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub render_divisor: Option<u32>,
+    /// Depart from a server behaviour the client's guarantees rest on (repeatable),
+    /// for `runware conformance` or your own tests: no-resume, no-replay,
+    /// no-cross-session-conflict, no-sync-get-response, no-pong, errors-without-task-uuid.
+    #[arg(long = "quirk", value_name = "NAME", value_parser = parse_quirk)]
+    pub quirks: Vec<runware_emulator::Quirk>,
+}
+
+fn parse_quirk(s: &str) -> Result<runware_emulator::Quirk, String> {
+    s.parse().map_err(|e: runware_emulator::EmulatorError| e.to_string())
 }
 
 /// `--latency` of `serve`.

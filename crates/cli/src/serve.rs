@@ -36,6 +36,9 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
     if let Some(n) = args.render_divisor {
         builder = builder.render_divisor(n);
     }
+    for q in &args.quirks {
+        builder = builder.quirk(*q);
+    }
     let handle = builder.start().await.map_err(|e| match e {
         EmulatorError::Bind { .. } | EmulatorError::Config(_) => CliError::Usage(e.to_string()),
         other => CliError::Other(other.to_string()),

@@ -47,6 +47,7 @@ pub struct EmulatorBuilder {
     pub(crate) seed: Option<u64>,
     pub(crate) bind: SocketAddr,
     pub(crate) render_divisor: u32,
+    pub(crate) quirks: Vec<Quirk>,
 }
 
 impl Default for EmulatorBuilder {
@@ -64,6 +65,7 @@ impl Default for EmulatorBuilder {
             seed: None,
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             render_divisor: 1,
+            quirks: Vec::new(),
         }
     }
 }
@@ -136,6 +138,15 @@ impl EmulatorBuilder {
         self
     }
 
+    /// Departs from the behaviour the client's guarantees assume, in one way
+    /// (repeatable): a server that differs, for `runware conformance` to detect.
+    pub fn quirk(mut self, quirk: Quirk) -> Self {
+        if !self.quirks.contains(&quirk) {
+            self.quirks.push(quirk);
+        }
+        self
+    }
+
     /// The configuration this builder describes (defaults filled in), or why it
     /// is not usable.
     pub(crate) fn into_config(mut self) -> Result<Config, EmulatorError> {
@@ -160,6 +171,7 @@ impl EmulatorBuilder {
             seed: self.seed,
             bind: self.bind,
             render_divisor: self.render_divisor,
+            quirks: self.quirks,
         })
     }
 }
@@ -179,14 +191,84 @@ pub(crate) struct Config {
     pub seed: Option<u64>,
     pub bind: SocketAddr,
     pub render_divisor: u32,
+    pub quirks: Vec<Quirk>,
 }
 
 /// An API key's index in [`Config::api_keys`]: tasks and sessions are scoped by it.
 pub(crate) type KeyId = usize;
 
 impl Config {
+    /// True when the emulator was started with `quirk`.
+    pub fn has(&self, quirk: Quirk) -> bool {
+        self.quirks.contains(&quirk)
+    }
+
     /// The key's id, if the key is accepted.
     pub fn key_id(&self, key: &str) -> Option<KeyId> {
         self.api_keys.iter().position(|k| k == key)
+    }
+}
+
+/// A way the emulator can depart from the server behaviours this project's
+/// guarantees rest on (each undocumented by Runware, and checked against the real
+/// server by `runware conformance`). By default the emulator has none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Quirk {
+    /// A reconnecting client's `connectionSessionUUID` is ignored: every
+    /// authentication starts a new session.
+    NoResume,
+    /// A resumed session does not replay the results it could not deliver (they
+    /// stay available through `getResponse`).
+    NoReplay,
+    /// A taskUUID is unique per session only: sent on another session it runs again.
+    NoCrossSessionConflict,
+    /// `getResponse` knows only async tasks: for a task delivered on the socket
+    /// (sync) it answers no items.
+    NoSyncGetResponse,
+    /// Application-level pings go unanswered.
+    NoPong,
+    /// Error objects do not say which task they are about (no `taskUUID`).
+    ErrorsWithoutTaskUuid,
+}
+
+impl Quirk {
+    /// Every quirk, in the order of their names.
+    pub const ALL: [Quirk; 6] = [
+        Quirk::NoResume,
+        Quirk::NoReplay,
+        Quirk::NoCrossSessionConflict,
+        Quirk::NoSyncGetResponse,
+        Quirk::NoPong,
+        Quirk::ErrorsWithoutTaskUuid,
+    ];
+
+    /// The quirk's name (`runware serve --quirk NAME`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Quirk::NoResume => "no-resume",
+            Quirk::NoReplay => "no-replay",
+            Quirk::NoCrossSessionConflict => "no-cross-session-conflict",
+            Quirk::NoSyncGetResponse => "no-sync-get-response",
+            Quirk::NoPong => "no-pong",
+            Quirk::ErrorsWithoutTaskUuid => "errors-without-task-uuid",
+        }
+    }
+}
+
+impl std::fmt::Display for Quirk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Quirk {
+    type Err = EmulatorError;
+
+    fn from_str(s: &str) -> Result<Quirk, EmulatorError> {
+        Quirk::ALL.into_iter().find(|q| q.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Quirk::ALL.iter().map(|q| q.name()).collect();
+            EmulatorError::Config(format!("no quirk {s:?} (known: {})", names.join(", ")))
+        })
     }
 }

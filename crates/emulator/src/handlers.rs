@@ -1,6 +1,7 @@
 //! One client frame in, replies out: a function per task type. Nothing here waits:
 //! slow work (tasks, uploads) is spawned, and replies are queued on the connection.
 
+use super::config::Quirk;
 use super::enhance;
 use super::failures::{Candidate, FailPlan};
 use super::inference;
@@ -24,13 +25,18 @@ struct Reply {
     data: Vec<Arc<str>>,
     errors: Vec<Arc<str>>,
     extra: Vec<String>,
+    /// `Quirk::ErrorsWithoutTaskUuid`.
+    anonymous_errors: bool,
 }
 
 impl Reply {
     fn data(&mut self, v: Value) {
         self.data.push(Arc::from(v.to_string()));
     }
-    fn error(&mut self, e: ApiError) {
+    fn error(&mut self, mut e: ApiError) {
+        if self.anonymous_errors {
+            e.task_uuid = None;
+        }
         self.errors.push(Arc::from(serde_json::to_string(&e).unwrap_or_default()));
     }
     fn flush(&mut self, conn: &ConnShared) {
@@ -69,7 +75,7 @@ pub(crate) fn on_text(shared: &Arc<Shared>, conn: &Arc<ConnShared>, text: &str) 
         let per_task = (text.len() / tasks.len()) as u64;
         shared.stats.largest_inference_in.fetch_max(per_task, std::sync::atomic::Ordering::Relaxed);
     }
-    let mut reply = Reply::default();
+    let mut reply = Reply { anonymous_errors: shared.cfg.has(Quirk::ErrorsWithoutTaskUuid), ..Reply::default() };
     if tasks.is_empty() {
         reply.error(ApiError::new("invalidJSON", "the frame is an empty array: send at least one task"));
     }
@@ -102,7 +108,9 @@ fn on_task(shared: &Arc<Shared>, conn: &Arc<ConnShared>, task: Value, reply: &mu
         tag::Authentication::NAME => authenticate(shared, conn, &obj, reply),
         tag::Ping::NAME => {
             stats::bump(&shared.stats.pings);
-            reply.data(json!({"taskType":"ping","pong":true}));
+            if !shared.cfg.has(Quirk::NoPong) {
+                reply.data(json!({"taskType":"ping","pong":true}));
+            }
         }
         _ => {
             stats::bump(&shared.stats.tasks_received);
@@ -173,7 +181,13 @@ fn authenticate(shared: &Arc<Shared>, conn: &Arc<ConnShared>, obj: &Map<String, 
     };
     let ttl = shared.cfg.session_ttl;
     let requested = obj.get("connectionSessionUUID").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+    let requested = requested.filter(|_| !shared.cfg.has(Quirk::NoResume));
     let resumed = requested.and_then(|u| shared.sessions.resume(u, key_id, ttl));
+    if let Some(session) = &resumed
+        && shared.cfg.has(Quirk::NoReplay)
+    {
+        session.drop_undelivered();
+    }
     let session = resumed.unwrap_or_else(|| shared.sessions.create(shared.new_uuid(), key_id, ttl));
     if let Some(prev) = conn.set_auth(Authed { key: key_id, session: session.clone() })
         && !Arc::ptr_eq(&prev.session, &session)
@@ -187,6 +201,12 @@ fn authenticate(shared: &Arc<Shared>, conn: &Arc<ConnShared>, obj: &Map<String, 
     if !session.attach(conn.listener(), &shared.stats) {
         tracing::debug!(session = %session.uuid, "session vanished during authentication");
     }
+}
+
+/// Where a taskUUID must be unique: the key's whole store, or (under
+/// `Quirk::NoCrossSessionConflict`) the session.
+fn scope(shared: &Shared, authed: &Authed) -> Option<Uuid> {
+    shared.cfg.has(Quirk::NoCrossSessionConflict).then_some(authed.session.uuid)
 }
 
 fn conflict(shared: &Shared, task_type: &str, uuid: Uuid) -> ApiError {
@@ -205,12 +225,15 @@ fn image_inference(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<
         Ok(p) => p,
         Err(e) => return reply.error(e),
     };
-    let Some(record) = shared.tasks.register(authed.key, uuid, tag::ImageInference::NAME) else {
+    let Some(record) = shared.tasks.register(authed.key, uuid, tag::ImageInference::NAME, scope(shared, authed)) else {
         return reply.error(conflict(shared, tag::ImageInference::NAME, uuid));
     };
     let prompt = obj.get("positivePrompt").and_then(Value::as_str).unwrap_or_default();
     let plan = fail_plan(shared, uuid, prompt);
     shared.stats.task_started();
+    if params.delivery == DeliveryMethod::Sync {
+        record.set_sync();
+    }
     let session = accept(authed, tag::ImageInference::NAME, uuid, params.delivery, reply);
     tokio::spawn(inference::run(shared.clone(), record, params, session, plan));
 }
@@ -220,11 +243,14 @@ fn prompt_enhance(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<S
         Ok(p) => p,
         Err(e) => return reply.error(e),
     };
-    let Some(record) = shared.tasks.register(authed.key, uuid, PROMPT_ENHANCE) else {
+    let Some(record) = shared.tasks.register(authed.key, uuid, PROMPT_ENHANCE, scope(shared, authed)) else {
         return reply.error(conflict(shared, PROMPT_ENHANCE, uuid));
     };
     let plan = fail_plan(shared, uuid, &params.prompt);
     shared.stats.task_started();
+    if params.delivery == DeliveryMethod::Sync {
+        record.set_sync();
+    }
     let session = accept(authed, PROMPT_ENHANCE, uuid, params.delivery, reply);
     tokio::spawn(enhance::run(shared.clone(), record, params, session, plan));
 }
@@ -254,7 +280,9 @@ fn accept(
 
 fn get_response(shared: &Shared, authed: &Authed, uuid: Uuid, reply: &mut Reply) {
     stats::bump(&shared.stats.get_responses);
-    let items = shared.tasks.get(authed.key, uuid).map(|r| r.get_response_items()).unwrap_or_default();
+    let record = shared.tasks.get(authed.key, uuid);
+    let record = record.filter(|r| !(r.is_sync() && shared.cfg.has(Quirk::NoSyncGetResponse)));
+    let items = record.map(|r| r.get_response_items()).unwrap_or_default();
     if items.is_empty() {
         reply.extra.push(r#"{"data":[]}"#.to_string());
     }
@@ -299,7 +327,7 @@ fn upload(
             return reply.error(e);
         }
     };
-    let Some(record) = shared.tasks.register(authed.key, uuid, task_type) else {
+    let Some(record) = shared.tasks.register(authed.key, uuid, task_type, scope(shared, authed)) else {
         return reply.error(conflict(shared, task_type, uuid));
     };
     stats::bump(&shared.stats.uploads);
@@ -369,7 +397,7 @@ fn media_storage(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<St
                 .with_parameter("mediaUUID");
                 return reply.error(e);
             };
-            if shared.tasks.register(authed.key, uuid, task_type).is_none() {
+            if shared.tasks.register(authed.key, uuid, task_type, scope(shared, authed)).is_none() {
                 return reply.error(conflict(shared, task_type, uuid));
             }
             if shared.media.delete_upload(target) {

@@ -107,7 +107,7 @@ mod tasks;
 mod validate;
 mod webhook;
 
-pub use config::{Emulator, EmulatorBuilder, Latency};
+pub use config::{Emulator, EmulatorBuilder, Latency, Quirk};
 pub use error::EmulatorError;
 pub use failures::{FailMatch, FailRule};
 pub use faults::Fault;

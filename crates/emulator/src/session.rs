@@ -129,6 +129,12 @@ impl Session {
         true
     }
 
+    /// Drops what waited for a socket (`Quirk::NoReplay`): a resumed session
+    /// then replays nothing.
+    pub fn drop_undelivered(&self) {
+        lock(&self.inner).queue.retain(|q| !q.buffered);
+    }
+
     /// Detaches connection `conn_id` if it is the one attached; what is queued
     /// becomes buffered.
     pub fn detach(&self, conn_id: u64, stats: &Counters) {

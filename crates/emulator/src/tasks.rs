@@ -7,7 +7,7 @@ use super::stats::TaskStats;
 use super::sync::lock;
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -33,6 +33,11 @@ pub(crate) struct TaskRecord {
     images_billed: AtomicU32,
     state: Mutex<RecordState>,
     store_bytes: Arc<AtomicUsize>,
+    /// The session a taskUUID is unique in, under `Quirk::NoCrossSessionConflict`
+    /// (`None`: unique for the key, the default).
+    scope: Option<Uuid>,
+    /// Delivered on the socket (`deliveryMethod: sync`).
+    sync: AtomicBool,
 }
 
 impl TaskRecord {
@@ -44,6 +49,16 @@ impl TaskRecord {
     /// How many times the task ran.
     pub fn executions(&self) -> u32 {
         self.executions.load(Relaxed)
+    }
+
+    /// Marks the task as delivered on the socket.
+    pub fn set_sync(&self) {
+        self.sync.store(true, Relaxed);
+    }
+
+    /// True when the task was delivered on the socket.
+    pub fn is_sync(&self) -> bool {
+        self.sync.load(Relaxed)
     }
 
     /// Counts one billed image.
@@ -154,24 +169,30 @@ impl TaskStore {
     }
 
     /// Registers a new task, or returns `None` when `key` already used `uuid`
-    /// (a conflict).
-    pub fn register(&self, key: KeyId, uuid: Uuid, task_type: &str) -> Option<Arc<TaskRecord>> {
+    /// (a conflict). With a `scope` (a session), a taskUUID used in another scope
+    /// is registered again, its executions carried over (it runs again).
+    pub fn register(&self, key: KeyId, uuid: Uuid, task_type: &str, scope: Option<Uuid>) -> Option<Arc<TaskRecord>> {
         let mut inner = lock(&self.inner);
-        if inner.map.contains_key(&(key, uuid)) {
-            return None;
-        }
+        let ran = match inner.map.get(&(key, uuid)) {
+            Some(old) if scope.is_none() || old.scope == scope => return None,
+            Some(old) => old.executions(),
+            None => 0,
+        };
         let record = Arc::new(TaskRecord {
             task_type: task_type.to_string(),
             uuid,
             started: Instant::now(),
             latency: Mutex::new(Duration::ZERO),
-            executions: AtomicU32::new(0),
+            executions: AtomicU32::new(ran),
             images_billed: AtomicU32::new(0),
             state: Mutex::default(),
             store_bytes: self.bytes.clone(),
+            scope,
+            sync: AtomicBool::new(false),
         });
-        inner.map.insert((key, uuid), record.clone());
-        inner.order.push_back((key, uuid));
+        if inner.map.insert((key, uuid), record.clone()).is_none() {
+            inner.order.push_back((key, uuid));
+        }
         self.evict(&mut inner);
         Some(record)
     }
