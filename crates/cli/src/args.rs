@@ -60,6 +60,7 @@ impl Cli {
             Command::Result(a) => keys.extend(a.api.api_key.clone()),
             Command::Upload(a) => keys.extend(a.api.api_key.clone()),
             Command::Ping(a) => keys.extend(a.api.api_key.clone()),
+            Command::Conformance(a) => keys.extend(a.api.api_key.clone()),
             Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
             Command::Gallery(_) => {}
         }
@@ -82,6 +83,9 @@ pub enum Command {
     Ping(PingArgs),
     /// Run the Runware emulator until Ctrl-C.
     Serve(ServeArgs),
+    /// Check, with a short fixed script of real tasks, the server behaviours the
+    /// client's guarantees rest on (asks before spending).
+    Conformance(ConformanceArgs),
     /// Write a self-contained index.html to review a batch's results.
     Gallery(GalleryArgs),
     /// Run tasks of fleet batches from a PostgreSQL queue until stopped.
@@ -539,6 +543,30 @@ pub struct PingArgs {
     /// How many pings to send after authenticating.
     #[arg(long, short = 'n', default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
     pub count: u32,
+}
+
+/// `runware conformance`
+#[derive(Args, Debug, Clone)]
+pub struct ConformanceArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// Spend without asking.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Ask getResponse for the finished task once more after this much longer
+    /// (for retention windows longer than the script).
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+    /// Also measure how long the server keeps a silent socket open, waiting at
+    /// most this long [default when given without a value: 10m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, num_args = 0..=1, default_missing_value = "10m")]
+    pub idle: Option<Duration>,
+    /// How long to wait for any one task's answer.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2m")]
+    pub task_timeout: Duration,
+    /// Write the report here [default: runware-conformance-<unix ms>.json].
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
 }
 
 /// `runware gallery`

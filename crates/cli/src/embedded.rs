@@ -101,7 +101,16 @@ impl Endpoint {
         }
     }
 
-    /// Stops the embedded emulator, if any.
+    /// The key (never print it).
+    pub fn key(&self) -> &ApiKey {
+        &self.api_key
+    }
+
+    /// True when this is the embedded emulator.
+    pub fn is_embedded(&self) -> bool {
+        self.embedded.is_some()
+    }
+
     /// A connection for a batch or a worker: `concurrency` tasks in flight, each
     /// given `timeout`, reconnecting for ever (an outage of any length is waited
     /// out; the caller bounds it).
@@ -117,6 +126,7 @@ impl Endpoint {
         .await
     }
 
+    /// Stops the embedded emulator, if any.
     pub async fn shutdown(self) {
         if let Some(h) = self.embedded {
             h.shutdown().await;

@@ -8,6 +8,7 @@
 
 mod args;
 mod batch;
+mod conformance;
 mod download;
 mod edit;
 mod embedded;
@@ -87,6 +88,7 @@ async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
         Command::Upload(a) => upload::run(a.api.or(&top), a, out).await,
         Command::Ping(a) => ping::run(a.api.or(&top), a, out).await,
         Command::Serve(a) => serve::run(top, a, out).await,
+        Command::Conformance(a) => conformance::run(a.api.or(&top), a, out).await,
         Command::Gallery(a) => batch::gallery_command(a, out).await,
     }
 }

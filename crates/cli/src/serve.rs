@@ -235,4 +235,12 @@ mod tests {
         assert_eq!(args.outage_for, Some(Duration::from_millis(500)));
         assert_eq!(args.render_divisor, Some(4));
     }
+
+    #[test]
+    fn quirks_parse_by_name_and_unknown_ones_are_refused() {
+        let args = serve(&["--quirk", "no-replay", "--quirk", "no-pong"]).unwrap();
+        assert_eq!(args.quirks, [runware_emulator::Quirk::NoReplay, runware_emulator::Quirk::NoPong]);
+        let err = serve(&["--quirk", "no-such"]).err().unwrap_or_default();
+        assert!(err.contains("--quirk") && err.contains("no-cross-session-conflict"), "{err}");
+    }
 }
