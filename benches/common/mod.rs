@@ -136,6 +136,12 @@ pub struct Server {
 
 impl Server {
     pub fn start(reply: Reply) -> Server {
+        Server::start_with(reply, false)
+    }
+
+    /// With `one_per_frame`, every result goes out in a frame of its own (the
+    /// costlier of the two shapes the protocol allows), however the tasks came.
+    pub fn start_with(reply: Reply, one_per_frame: bool) -> Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
@@ -149,7 +155,7 @@ impl Server {
                     tx.send((listener.local_addr().expect("addr"), clock)).expect("report");
                     while let Ok((sock, _)) = listener.accept().await {
                         let _ = sock.set_nodelay(true);
-                        tokio::spawn(serve(sock, reply.clone(), counter.clone()));
+                        tokio::spawn(serve(sock, reply.clone(), counter.clone(), one_per_frame));
                     }
                 });
             })
@@ -169,7 +175,7 @@ impl Server {
 
 const TASK_KEY: &str = "\"taskUUID\":\"";
 
-async fn serve(sock: tokio::net::TcpStream, reply: Reply, received: Arc<AtomicU64>) {
+async fn serve(sock: tokio::net::TcpStream, reply: Reply, received: Arc<AtomicU64>, one_per_frame: bool) {
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(sock, Some(ws_config())).await else { return };
     let (mut sink, mut stream) = ws.split();
     // A separate writer, so the server always keeps reading.
@@ -213,6 +219,10 @@ async fn serve(sock: tokio::net::TcpStream, reply: Reply, received: Arc<AtomicU6
             n += 1;
             image += 1;
             let image = Uuid::from_u128(image);
+            if one_per_frame && !out.is_empty() && !matches!(reply, Reply::Silent) {
+                out.push_str("]}");
+                let _ = tx.send(std::mem::take(&mut out));
+            }
             out.push_str(if out.is_empty() { "{\"data\":[" } else { "," });
             match &reply {
                 Reply::Url => {

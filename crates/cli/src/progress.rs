@@ -27,7 +27,8 @@ pub struct Progress {
     cap: AtomicU64,
     max_cap: AtomicU64,
     outage: Mutex<Option<Outage>>,
-    latencies_ms: Mutex<Vec<u64>>,
+    /// Each line's latency, µs.
+    latencies_us: Mutex<Vec<u64>>,
     bar: Option<ProgressBar>,
     plain: bool,
 }
@@ -63,14 +64,14 @@ pub fn describe_outage(o: &Outage, run_started: Instant, now: Instant) -> String
 }
 
 /// Latency percentiles in milliseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Percentiles {
-    /// Median.
-    pub p50: u64,
-    /// 95th percentile.
-    pub p95: u64,
-    /// 99th percentile.
-    pub p99: u64,
+    /// Median, ms (to the microsecond).
+    pub p50: f64,
+    /// 95th percentile, ms.
+    pub p95: f64,
+    /// 99th percentile, ms.
+    pub p99: f64,
 }
 
 impl Progress {
@@ -100,7 +101,7 @@ impl Progress {
             cap: AtomicU64::new(0),
             max_cap: AtomicU64::new(0),
             outage: Mutex::new(None),
-            latencies_ms: Mutex::new(Vec::new()),
+            latencies_us: Mutex::new(Vec::new()),
             bar,
             plain: !quiet && !terminal,
         }
@@ -173,8 +174,8 @@ impl Progress {
             self.failed.fetch_add(1, Relaxed);
         }
         if let Some(l) = latency {
-            let mut v = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner());
-            v.push(u64::try_from(l.as_millis()).unwrap_or(u64::MAX));
+            let mut v = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner());
+            v.push(u64::try_from(l.as_micros()).unwrap_or(u64::MAX));
         }
         if let Some(bar) = &self.bar {
             bar.inc(1);
@@ -216,12 +217,12 @@ impl Progress {
 
     /// Latency percentiles of the tasks that ended (submit → last result).
     pub fn percentiles(&self) -> Percentiles {
-        let mut v = self.latencies_ms.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut v = self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
         if v.is_empty() {
             return Percentiles::default();
         }
         v.sort_unstable();
-        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1];
+        let at = |q: f64| v[((q * v.len() as f64).ceil() as usize).clamp(1, v.len()) - 1] as f64 / 1000.0;
         Percentiles { p50: at(0.50), p95: at(0.95), p99: at(0.99) }
     }
 
@@ -314,7 +315,12 @@ mod tests {
         p.line_pending();
         assert_eq!((p.ok(), p.failed(), p.in_flight(), p.pending(), p.images()), (90, 11, 0, 1, 200));
         assert!((p.cost() - 4.0).abs() < 1e-9);
-        assert_eq!(p.percentiles(), Percentiles { p50: 50, p95: 95, p99: 99 });
+        assert_eq!(p.percentiles(), Percentiles { p50: 50.0, p95: 95.0, p99: 99.0 });
+        // Below a millisecond, to the microsecond.
+        let fast = Progress::new(2, true);
+        fast.line_done(true, Some(Duration::from_micros(412)));
+        fast.line_done(true, Some(Duration::from_micros(87)));
+        assert_eq!(fast.percentiles(), Percentiles { p50: 0.087, p95: 0.412, p99: 0.412 });
     }
 
     #[test]

@@ -465,7 +465,7 @@ impl Line<'_> {
             images: self.images.clone(),
             results: std::mem::take(&mut self.others),
             attempts: Some(attempt.attempt),
-            latency_ms: self.started.map(|s| millis(s.elapsed())),
+            latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
             ..Record::ok(self.job.key.clone(), self.job.line, attempt.task_uuid)
         };
         self.journal_result(record).await;
@@ -550,7 +550,7 @@ impl Line<'_> {
             images: self.images.clone(),
             results: std::mem::take(&mut self.others),
             attempts: Some(attempt.attempt),
-            latency_ms: self.started.map(|s| millis(s.elapsed())),
+            latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
             ..Record::error(self.job.key.clone(), self.job.line, attempt.task_uuid, code, message, parameter, is_final)
         };
         self.journal_result(record).await;
@@ -601,8 +601,9 @@ pub fn backoff(base: Duration, n: u32) -> Duration {
     doubled.min(MAX_BACKOFF).mul_f64(0.5 + fastrand::f64())
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+/// `d` in milliseconds, rounded to the microsecond.
+pub fn latency_ms(d: Duration) -> f64 {
+    d.as_micros() as f64 / 1000.0
 }
 
 /// Why `--max-cost` stopped the batch at line `line`.

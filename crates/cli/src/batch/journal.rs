@@ -197,7 +197,8 @@ pub struct Record {
     pub parameter: Option<String>,
     /// From the first submission in this run to the last result.
     #[serde(rename = "latencyMs", default, skip_serializing_if = "Option::is_none")]
-    pub latency_ms: Option<u64>,
+    /// Milliseconds, to the microsecond (three decimals; whole numbers in older journals).
+    pub latency_ms: Option<f64>,
     /// True when running the line again as it is cannot help (bad input, refused
     /// content): a resumed batch skips it.
     #[serde(rename = "final", default, skip_serializing_if = "std::ops::Not::not")]

@@ -146,9 +146,9 @@ pub fn print(out: &Output, s: &Summary) {
     ));
     lines.push(format!(
         "  latency     p50 {} · p95 {} · p99 {}",
-        human_duration(Duration::from_millis(s.latency_ms.p50)),
-        human_duration(Duration::from_millis(s.latency_ms.p95)),
-        human_duration(Duration::from_millis(s.latency_ms.p99))
+        human_latency(s.latency_ms.p50),
+        human_latency(s.latency_ms.p95),
+        human_latency(s.latency_ms.p99)
     ));
     lines.push(format!("  retries     {} · reconnects {}", s.retries, s.reconnects));
     lines.push(format!("  results     {}", s.results));
@@ -157,5 +157,16 @@ pub fn print(out: &Output, s: &Summary) {
     }
     for l in lines {
         out.notice(&l);
+    }
+}
+
+/// A latency in ms as a person reads it: `0.412 ms`, `12.3 ms`, `2.4 s`.
+fn human_latency(ms: f64) -> String {
+    if ms < 10.0 {
+        format!("{ms:.3} ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.1} ms")
+    } else {
+        human_duration(Duration::from_secs_f64(ms / 1000.0))
     }
 }

@@ -204,7 +204,7 @@ async fn results(args: BatchIdArgs, out: &Output) -> Result<u8, CliError> {
         record.attempts = Some(r.get::<_, i32>(4) as u32);
         record.images = images;
         record.results = others;
-        record.latency_ms = latency.map(|l| l.round() as u64);
+        record.latency_ms = latency.map(|l| (l * 1000.0).round() / 1000.0);
         out.json_value(&record);
     }
     Ok(crate::EXIT_OK)

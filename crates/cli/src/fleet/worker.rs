@@ -457,7 +457,7 @@ enum End {
 async fn run_task(ctx: &Ctx, mut task: Claimed) {
     let started = Instant::now();
     let (end, others) = execute(ctx, &mut task).await;
-    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let latency_ms = crate::batch::attempts::latency_ms(started.elapsed());
     let images = serde_json::to_value(&task.images).unwrap_or(Value::Array(Vec::new()));
     let cost: f64 = task.images.iter().filter_map(|i| i.cost).sum::<f64>() + 0.0;
     let result = match end {
