@@ -1,7 +1,8 @@
 //! Whole-process peers for `benches/batch.sh` (BENCHMARKS.md, "The batch"):
 //!
 //! - `batch_bench serve` — the benches' zero-latency server (benches/common), one
-//!   result per frame, in a process of its own; prints its URL, runs until killed;
+//!   result per frame, in a process of its own; prints its URL, then `first-task
+//!   UNIX_NS` whenever a new connection sends its first task; runs until killed;
 //! - `batch_bench bare URL N C` — the benches' baseline client (a bare
 //!   tokio-tungstenite loop: no validation, deadlines or recovery), N tasks, C in flight;
 //! - `batch_bench library URL N C` — the same load through `runware_ws::Client`.
@@ -22,8 +23,15 @@ fn main() {
         Some("serve") => {
             let server = Server::start_with(Reply::Url, true);
             println!("{}", server.url());
+            // Then, each time a new connection sends its first task: "first-task UNIX_NS".
+            let mut last = 0;
             loop {
-                std::thread::park();
+                let now = server.first_task.load(std::sync::atomic::Ordering::Relaxed);
+                if now != last {
+                    last = now;
+                    println!("first-task {now}");
+                }
+                std::thread::sleep(Duration::from_micros(200));
             }
         }
         Some(mode @ ("bare" | "library")) if args.len() == 4 => {

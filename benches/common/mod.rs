@@ -132,6 +132,8 @@ pub struct Server {
     clock: ThreadClock,
     /// Tasks received so far, all connections together.
     pub received: Arc<AtomicU64>,
+    /// When the newest connection's first task arrived (Unix ns; 0 before any).
+    pub first_task: Arc<AtomicU64>,
 }
 
 impl Server {
@@ -145,6 +147,8 @@ impl Server {
         let (tx, rx) = std::sync::mpsc::channel();
         let received = Arc::new(AtomicU64::new(0));
         let counter = received.clone();
+        let first_task = Arc::new(AtomicU64::new(0));
+        let first = first_task.clone();
         std::thread::Builder::new()
             .name("bench-server".into())
             .spawn(move || {
@@ -155,13 +159,13 @@ impl Server {
                     tx.send((listener.local_addr().expect("addr"), clock)).expect("report");
                     while let Ok((sock, _)) = listener.accept().await {
                         let _ = sock.set_nodelay(true);
-                        tokio::spawn(serve(sock, reply.clone(), counter.clone(), one_per_frame));
+                        tokio::spawn(serve(sock, reply.clone(), counter.clone(), first.clone(), one_per_frame));
                     }
                 });
             })
             .expect("server thread");
         let (addr, clock) = rx.recv().expect("server started");
-        Server { addr, clock, received }
+        Server { addr, clock, received, first_task }
     }
 
     pub fn url(&self) -> String {
@@ -175,7 +179,14 @@ impl Server {
 
 const TASK_KEY: &str = "\"taskUUID\":\"";
 
-async fn serve(sock: tokio::net::TcpStream, reply: Reply, received: Arc<AtomicU64>, one_per_frame: bool) {
+async fn serve(
+    sock: tokio::net::TcpStream,
+    reply: Reply,
+    received: Arc<AtomicU64>,
+    first_task: Arc<AtomicU64>,
+    one_per_frame: bool,
+) {
+    let mut seen_task = false;
     let Ok(ws) = tokio_tungstenite::accept_async_with_config(sock, Some(ws_config())).await else { return };
     let (mut sink, mut stream) = ws.split();
     // A separate writer, so the server always keeps reading.
@@ -241,6 +252,11 @@ async fn serve(sock: tokio::net::TcpStream, reply: Reply, received: Arc<AtomicU6
             }
         }
         received.fetch_add(n, Ordering::Relaxed);
+        if n > 0 && !seen_task {
+            seen_task = true;
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            first_task.store(now.as_nanos() as u64, Ordering::Relaxed);
+        }
         if n > 0 && !matches!(reply, Reply::Silent) {
             out.push_str("]}");
             let _ = tx.send(out);
