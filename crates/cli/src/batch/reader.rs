@@ -97,6 +97,11 @@ pub struct Survey {
 
 /// Counts the lines to run and those already done (blocking).
 pub fn survey(path: &Path, journal: &Loaded) -> Result<Survey, CliError> {
+    if journal.lines.is_empty() {
+        // Nothing is done yet: every non-blank line runs, and counting them needs
+        // neither parsing nor identities.
+        return Ok(Survey { to_run: count_non_blank(path)?, ..Survey::default() });
+    }
     let mut lines = Lines::open(path)?;
     let mut survey = Survey::default();
     while let Some(s) = lines.next_line()? {
@@ -107,6 +112,21 @@ pub fn survey(path: &Path, journal: &Loaded) -> Result<Survey, CliError> {
         }
     }
     Ok(survey)
+}
+
+/// The non-blank lines of `path`, as [`Lines`] sees them (blocking).
+fn count_non_blank(path: &Path) -> Result<u64, CliError> {
+    let fail = |source| CliError::Read { path: path.to_path_buf(), source };
+    let f = std::fs::File::open(path).map_err(fail)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, f);
+    let (mut buf, mut n) = (Vec::new(), 0u64);
+    loop {
+        buf.clear();
+        if reader.read_until(b'\n', &mut buf).map_err(fail)? == 0 {
+            return Ok(n);
+        }
+        n += u64::from(!String::from_utf8_lossy(&buf).trim().is_empty());
+    }
 }
 
 /// A line to run.
@@ -267,4 +287,27 @@ pub fn legacy_looks_embedded(journal: &Loaded) -> bool {
         let rest = u.strip_prefix("http://").unwrap_or("");
         rest.starts_with("127.") || rest.starts_with("localhost") || rest.starts_with("[::1]")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_survey_counts_the_lines_the_reader_reads() {
+        let path = std::env::temp_dir().join(format!("runware-survey-{}.jsonl", fastrand::u64(..)));
+        let mut text =
+            b"{\"positivePrompt\":\"a\"}\r\n\n   \n\t\r\nnot json\n\xff\xfe broken utf-8\n\xc2\xa0\n".to_vec();
+        text.extend_from_slice(b"{\"positivePrompt\":\"b\"}");
+        std::fs::write(&path, &text).unwrap();
+        let mut lines = Lines::open(&path).unwrap();
+        let mut read = 0;
+        while lines.next_line().unwrap().is_some() {
+            read += 1;
+        }
+        assert_eq!(read, 4, "two tasks, a line that is not JSON, one that is not UTF-8");
+        assert_eq!(count_non_blank(&path).unwrap(), read);
+        assert_eq!(survey(&path, &Loaded::default()).unwrap().to_run, read);
+        let _ = std::fs::remove_file(&path);
+    }
 }
