@@ -564,7 +564,7 @@ pub struct ConformanceArgs {
     /// How long to wait for any one task's answer.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "2m")]
     pub task_timeout: Duration,
-    /// Write the report here [default: runware-conformance-<unix ms>.json].
+    /// Write the report here [default: runware-conformance-UNIX_MS.json].
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
 }

@@ -387,7 +387,7 @@ fn push_conflict(run: &mut Run<'_>, id: &'static str, answer: Option<&Msg>, wher
     }
 }
 
-/// A Kontext [pro] task of one image at 1024×1024, delivered on the socket.
+/// A Kontext \[pro\] task of one image at 1024×1024, delivered on the socket.
 fn kontext(uuid: Uuid, prompt: &str) -> Result<Value, ConformanceError> {
     let task = Kontext::builder()
         .prompt(prompt)

@@ -1,0 +1,117 @@
+//! `runware`: the command-line tool of runware-ws (the binary is `src/main.rs`;
+//! everything else is this library, which only the binary and the benches use).
+//!
+//! One file per subcommand (`edit`, `batch`, `result_cmd`, `upload`, `ping`,
+//! `serve`) and the pieces they share: `args` (the clap definitions), `embedded`
+//! (where to connect: the API, or the embedded emulator when there is no key),
+//! `input` (batch lines → validated tasks), `journal` (the results file that makes a
+//! batch resumable), `download` (saving images), `progress`, `output` and `error`.
+
+mod args;
+mod batch;
+#[doc(hidden)]
+pub mod bench_support;
+mod conformance;
+mod download;
+mod edit;
+mod embedded;
+mod error;
+#[cfg(feature = "fleet")]
+mod fleet;
+mod input;
+mod output;
+mod ping;
+mod progress;
+mod result_cmd;
+mod serve;
+mod upload;
+
+use args::{Cli, Command};
+use clap::Parser;
+use error::CliError;
+use output::Output;
+use runware_ws::redact::Redactor;
+use std::process::ExitCode;
+
+/// Exit code: every task succeeded.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: some tasks failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: usage or input errors.
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: authentication or connection failure.
+pub const EXIT_CONNECTION: u8 = 3;
+/// Exit code: the account cannot pay for more work (insufficient credits, quota).
+pub const EXIT_ACCOUNT: u8 = 4;
+/// Exit code: `--max-cost` stopped the batch (the rest is pending in the journal).
+pub const EXIT_BUDGET: u8 = 5;
+/// Exit code: interrupted (Ctrl-C) before the work was done.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// Runs the `runware` tool with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let redactor = Redactor::new(cli.secrets());
+    output::set_redactor(redactor.clone());
+    init_tracing(cli.verbose, cli.quiet, redactor);
+    // reqwest and tokio-tungstenite use rustls without a built-in provider choice.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let out = Output::new(cli.json, cli.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            out.error(&format!("cannot start the async runtime: {e}"));
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match run(cli, &out).await {
+            Ok(code) => code,
+            Err(e) => {
+                out.error(&e.to_string());
+                e.exit_code()
+            }
+        }
+    });
+    // Background tasks (the emulator, the client) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(200));
+    ExitCode::from(code)
+}
+
+async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
+    let top = cli.api;
+    match cli.command {
+        Command::Edit(a) => edit::run(a.api.or(&top), a, out).await,
+        #[cfg(feature = "fleet")]
+        Command::Batch(args::BatchArgs { fleet: Some(f), .. }) => fleet::admin::dispatch(f, &top, out).await,
+        Command::Batch(a) => batch::run(a.api.or(&top), a, out).await,
+        #[cfg(feature = "fleet")]
+        Command::Worker(a) => fleet::worker::run(a.api.or(&top), a, out).await,
+        Command::Result(a) => result_cmd::run(a.api.or(&top), a, out).await,
+        Command::Upload(a) => upload::run(a.api.or(&top), a, out).await,
+        Command::Ping(a) => ping::run(a.api.or(&top), a, out).await,
+        Command::Serve(a) => serve::run(top, a, out).await,
+        Command::Conformance(a) => conformance::run(a.api.or(&top), a, out).await,
+        Command::Gallery(a) => batch::gallery_command(a, out).await,
+    }
+}
+
+/// Logs on stderr, every line through the redactor: at `trace` tungstenite logs
+/// raw frames (the authentication frame among them), and `RUNWARE_LOG` may turn
+/// any target up, so the key is removed from whatever is written.
+fn init_tracing(verbose: u8, quiet: bool, redactor: Redactor) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "warn,runware_ws=info",
+        (false, 2) => "warn,runware_ws=debug",
+        (false, _) => "warn,runware_ws=trace",
+    };
+    let filter = EnvFilter::try_from_env("RUNWARE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(move || redactor.writer(std::io::stderr()))
+        .with_target(false)
+        .try_init();
+}
