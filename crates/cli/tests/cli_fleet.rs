@@ -625,7 +625,7 @@ async fn an_edited_file_withdraws_its_unsent_lines_and_runs_only_what_it_says() 
     assert!(again.stderr.contains("2 added") && again.stderr.contains("1 withdrawn"), "{again:?}");
     // The old line 2 is gone; line 4 stays; the kept lines carry their new numbers.
     let rows = pg.sql(&format!(
-        "SELECT string_agg(line_no::text || ':' || (request->>'positivePrompt'), '|' ORDER BY line_no, line_key)
+        "SELECT string_agg(line_no::text || ':' || (request->>'positivePrompt'), '|' ORDER BY line_no, request->>'positivePrompt')
          FROM runware_fleet_tasks WHERE batch_id = '{id}'"
     ));
     let prompt = |i: usize| original[i]["positivePrompt"].as_str().unwrap_or_default().to_string();
