@@ -36,6 +36,8 @@ use super::output::{Output, human_duration};
 use super::progress::{Outage, Progress};
 use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
 use attempts::Outcome;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
 use reader::Item;
 use runware_ws::client::{Client, ClientError, ConnectionState, ReferenceCache};
@@ -45,7 +47,6 @@ use std::time::Duration;
 use summary::Summary;
 use throttle::Throttle;
 use tokio::sync::{Semaphore, mpsc, watch};
-use tokio::task::JoinSet;
 use uuid::Uuid;
 
 /// Lines parsed ahead of submission.
@@ -369,7 +370,10 @@ async fn execute(
     // Lines alive at once: those in flight (≤ C) plus those saving, backing off or
     // waiting for the connection.
     let alive = Arc::new(Semaphore::new(concurrency * 2));
-    let mut running: JoinSet<Outcome> = JoinSet::new();
+    // The lines are futures of this task, not tasks of their own: no spawn, no
+    // cross-thread hand-off per line (the engine's reader and writer run on the
+    // other workers). Every wait below keeps polling them.
+    let mut running: FuturesUnordered<futures::future::BoxFuture<'static, Outcome>> = FuturesUnordered::new();
     let (mut skipped_ok, mut skipped_failed) = (0u64, 0u64);
 
     'submit: loop {
@@ -377,7 +381,7 @@ async fn execute(
             biased;
             _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
             _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
-            Some(_) = running.join_next(), if !running.is_empty() => continue 'submit,
+            Some(_) = running.next(), if !running.is_empty() => continue 'submit,
             item = rx.recv() => match item { Some(i) => i, None => break 'submit },
         };
         match item {
@@ -387,23 +391,36 @@ async fn execute(
                 progress.println(&format!("error: {}", error.describe(line)));
                 progress.rejected();
                 let record = Record::error(key, line, task_uuid, error.code, error.message, error.parameter, true);
-                if ctx.journal.send(Entry::Result(record)).await.is_err() {
+                let sent = ctx.journal.send(Entry::Result(record));
+                tokio::pin!(sent);
+                let sent = loop {
+                    tokio::select! {
+                        r = &mut sent => break r,
+                        Some(_) = running.next(), if !running.is_empty() => {}
+                    }
+                };
+                if sent.is_err() {
                     ctx.stop(Stop::Journal);
                 }
             }
             Item::Run(job) => {
-                let permit = tokio::select! {
-                    biased;
-                    _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
-                    _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
-                    p = alive.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break 'submit },
+                let acquire = alive.clone().acquire_owned();
+                tokio::pin!(acquire);
+                let permit = loop {
+                    tokio::select! {
+                        biased;
+                        _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+                        _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
+                        Some(_) = running.next(), if !running.is_empty() => {}
+                        p = &mut acquire => match p { Ok(p) => break p, Err(_) => break 'submit },
+                    }
                 };
                 let ctx = ctx.clone();
-                running.spawn(async move {
+                running.push(Box::pin(async move {
                     let outcome = attempts::run_line(&ctx, *job).await;
                     drop(permit);
                     outcome
-                });
+                }));
             }
         }
     }
@@ -417,7 +434,7 @@ async fn execute(
                 "Interrupted: waiting up to {} for {in_flight} line(s) in flight (Ctrl-C again to stop now)",
                 human_duration(args.grace)
             ));
-            let drain = async { while running.join_next().await.is_some() {} };
+            let drain = async { while running.next().await.is_some() {} };
             tokio::select! {
                 _ = tokio::time::timeout(args.grace, drain) => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -427,13 +444,12 @@ async fn execute(
         // Nothing to wait for: the server is gone, or the journal is.
         Stop::GaveUp(_) | Stop::Journal => {}
         // Every line was read, or the account stopped the batch: let every line end.
-        Stop::No | Stop::Fatal(_) | Stop::Account(_) | Stop::Budget(_) => while running.join_next().await.is_some() {},
+        Stop::No | Stop::Fatal(_) | Stop::Account(_) | Stop::Budget(_) => while running.next().await.is_some() {},
     }
     // Lines still running now are cancelled locally; their attempts stay open in
     // the journal and a later run recovers them under the same taskUUIDs.
     let not_finished = running.len() as u64;
-    running.abort_all();
-    while running.join_next().await.is_some() {}
+    drop(running);
     for _ in 0..not_finished {
         progress.line_pending();
     }
