@@ -13,7 +13,6 @@
 use super::FleetError;
 use super::db::{Db, stmt};
 use runware_ws::client::{Client, ReferenceCache};
-use runware_ws::protocol::ReferenceImage;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -120,7 +119,8 @@ impl Renewed {
                 // Dead as sent: upload it again (once per worker: the cache waits for
                 // an upload in progress), then offer it to the fleet.
                 self.uploads.forget(current);
-                let key = ReferenceCache::key(&ReferenceImage::DataUri(data.clone())).unwrap_or(original);
+                // The submitted imageUUID names the reference: no need to hash it.
+                let key = original;
                 let (fresh, _) =
                     self.uploads.upload_keyed(key, &data).await.map_err(|e| FleetError::Reupload(e.to_string()))?;
                 if fresh == current {

@@ -25,10 +25,9 @@ use crate::embedded::{self, Endpoint};
 use crate::error::CliError;
 use crate::input::Task;
 use crate::output::Output;
-use runware_ws::client::{Client, ReferenceCache, Uploaded};
+use runware_ws::client::{Client, ReferenceCache};
 use runware_ws::protocol::{KontextTask, ReferenceImage};
 use serde_json::{Value, json};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use uuid::Uuid;
@@ -122,14 +121,9 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
                         references = Some((endpoint, client, cache));
                     }
                     let Some((_, _, cache)) = references.as_ref() else { continue };
-                    let inline = inline_refs(&job.task);
-                    let (task, made) = upload_refs(cache, job.task)
+                    upload_refs(cache, job.task, &mut kept)
                         .await
-                        .map_err(|e| CliError::Other(format!("line {}: uploading a reference image: {e}", job.line)))?;
-                    kept.extend(made.into_iter().filter_map(|u| {
-                        inline.get(&u.key).map(|data| Kept { image_uuid: u.image_uuid, data: data.clone() })
-                    }));
-                    task
+                        .map_err(|e| CliError::Other(format!("line {}: uploading a reference image: {e}", job.line)))?
                 } else {
                     job.task
                 };
@@ -230,32 +224,34 @@ fn has_inline_refs(task: &Task) -> bool {
     reference_images(task).iter().any(|r| ReferenceCache::key(r).is_some())
 }
 
-/// The task's inline references by their upload key.
-fn inline_refs(task: &Task) -> HashMap<Uuid, String> {
-    reference_images(task)
-        .iter()
-        .filter_map(|r| match r {
-            ReferenceImage::DataUri(s) | ReferenceImage::Base64(s) => Some((ReferenceCache::key(r)?, s.clone())),
-            ReferenceImage::Url(_) | ReferenceImage::Uuid(_) => None,
-        })
-        .collect()
-}
-
-async fn upload_refs(cache: &ReferenceCache, task: Task) -> Result<(Task, Vec<Uploaded>), runware_ws::ClientError> {
-    Ok(match task {
-        Task::Kontext(k) => {
-            let (k, made) = cache.kontext(*k).await?;
-            (Task::Kontext(Box::new(k)), made)
+/// The task with its inline references replaced by their uploads' imageUUIDs; each
+/// upload made now is added to `kept` with its reference (moved, not copied).
+async fn upload_refs(
+    cache: &ReferenceCache,
+    task: Task,
+    kept: &mut Vec<Kept>,
+) -> Result<Task, runware_ws::ClientError> {
+    let (mut inference, kontext) = match task {
+        Task::Kontext(k) => (k.into_inner(), true),
+        Task::Inference(i) => (*i, false),
+        raw => return Ok(raw),
+    };
+    if let Some(inputs) = inference.inputs.as_mut() {
+        for r in inputs.reference_images.iter_mut() {
+            let (sent, made) = cache.reference(r).await?;
+            let given = std::mem::replace(r, sent);
+            if let (Some(u), ReferenceImage::DataUri(data) | ReferenceImage::Base64(data)) = (made, given) {
+                kept.push(Kept { image_uuid: u.image_uuid, data });
+            }
         }
-        Task::Inference(i) => {
-            let (i, made) = cache.inference(*i).await?;
-            let task = match KontextTask::try_from(i.clone()) {
-                Ok(k) if k.model == runware_ws::protocol::kontext::MODEL => Task::Kontext(Box::new(k)),
-                _ => Task::Inference(Box::new(i)),
-            };
-            (task, made)
-        }
-        raw => (raw, Vec::new()),
+    }
+    if kontext {
+        // An imageUUID is always an allowed reference: the task stays valid.
+        return Ok(Task::Kontext(Box::new(KontextTask::try_from(inference)?)));
+    }
+    Ok(match KontextTask::try_from(inference.clone()) {
+        Ok(k) if k.model == runware_ws::protocol::kontext::MODEL => Task::Kontext(Box::new(k)),
+        _ => Task::Inference(Box::new(inference)),
     })
 }
 
