@@ -56,6 +56,17 @@ async fn every_kind_of_task_goes_through_submit_and_the_handle_is_owned() {
     assert!(uploaded[0].image_uuid.is_some(), "{uploaded:?}");
     let stored = c.submit(MediaStorage::upload(PIXEL)).await.expect("submitted").await.expect("stored");
     assert_eq!(stored.len(), 1);
+    // Delete sends the SDKs' shape, the mediaUUID as `media`, and the server takes it.
+    let media_uuid = stored[0].get("mediaUUID").and_then(|v| v.as_str().map(str::to_string)).expect("a mediaUUID");
+    let delete = MediaStorage::delete(media_uuid.clone());
+    assert_eq!(
+        serde_json::to_value(&delete).expect("serializes"),
+        json!({"taskType": "mediaStorage", "taskUUID": delete.task_uuid, "operation": "delete", "media": media_uuid})
+    );
+    let deleted = c.delete_media(media_uuid.clone()).await.expect("deleted");
+    assert_eq!(deleted.get("operation"), Some(json!("delete")), "{deleted:?}");
+    let again = c.delete_media(media_uuid).await.expect_err("already gone");
+    assert!(again.to_string().contains("mediaNotFound"), "{again}");
     assert_eq!(emu.stats().double_executed, 0);
     emu.shutdown().await;
 }

@@ -358,6 +358,16 @@ impl Client {
         async move { first(submit.await?.await?) }
     }
 
+    /// Deletes stored media with `mediaStorage` (`"operation":"delete"`, the mediaUUID sent
+    /// as `media`, as Runware's SDKs do).
+    pub fn delete_media(
+        &self,
+        media_uuid: impl Into<String>,
+    ) -> impl Future<Output = Result<ResultItem, ClientError>> + Send + 'static {
+        let submit = self.submit(MediaStorage::delete(media_uuid));
+        async move { first(submit.await?.await?) }
+    }
+
     /// Re-attaches to a task this client did not submit (or submitted in an earlier
     /// run) and collects `expected` distinct results with `getResponse`.
     pub async fn attach(

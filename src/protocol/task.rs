@@ -89,11 +89,14 @@ impl ImageUpload {
 pub enum MediaOperation {
     /// Store `media`.
     Upload,
-    /// Delete `mediaUUID`.
+    /// Delete the stored media named by `media` (a mediaUUID).
     Delete,
 }
 
-/// `{"taskType":"mediaStorage","taskUUID":…,"operation":…,"media"|"mediaUUID":…}`
+/// `{"taskType":"mediaStorage","taskUUID":…,"operation":…,"media":…}`
+///
+/// Both operations carry `media`: the data to upload, or the mediaUUID to delete — the shape
+/// Runware's SDKs send (the JavaScript SDK's `mediaStorage({media, operation})`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MediaStorage {
     /// Always `mediaStorage`.
@@ -104,10 +107,11 @@ pub struct MediaStorage {
     pub task_uuid: Uuid,
     /// upload or delete.
     pub operation: MediaOperation,
-    /// The media to upload (data URI, base64 or URL).
+    /// The media to upload (data URI, base64 or URL), or the mediaUUID to delete.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<String>,
-    /// The media to delete.
+    /// A mediaUUID given under its own name, as some servers also accept for a delete;
+    /// [`MediaStorage::delete`] sends `media` instead and leaves this empty.
     #[serde(rename = "mediaUUID", default, skip_serializing_if = "Option::is_none")]
     pub media_uuid: Option<String>,
 }
@@ -124,14 +128,14 @@ impl MediaStorage {
         }
     }
 
-    /// Deletes stored media.
+    /// Deletes the stored media `media_uuid` (sent as `media`, as Runware's SDKs do).
     pub fn delete(media_uuid: impl Into<String>) -> Self {
         MediaStorage {
             task_type: tag::MediaStorage,
             task_uuid: Uuid::new_v4(),
             operation: MediaOperation::Delete,
-            media: None,
-            media_uuid: Some(media_uuid.into()),
+            media: Some(media_uuid.into()),
+            media_uuid: None,
         }
     }
 }

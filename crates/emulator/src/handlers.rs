@@ -386,15 +386,17 @@ fn media_storage(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<St
     match obj.get("operation").and_then(Value::as_str) {
         Some("upload") => upload(shared, authed, uuid, obj, reply, UploadKind::Media),
         Some("delete") => {
-            let target = obj.get("mediaUUID").and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
+            // Runware's SDKs send the mediaUUID to delete as `media`; `mediaUUID` is taken too.
+            let field = if obj.contains_key("media") { "media" } else { "mediaUUID" };
+            let target = obj.get(field).and_then(Value::as_str).and_then(|s| Uuid::parse_str(s).ok());
             let Some(target) = target else {
                 let e = task_error(
                     "invalidMediaUUID",
-                    "mediaUUID must be the UUID of stored media",
+                    format!("{field} must be the UUID of stored media"),
                     task_type,
                     &uuid.to_string(),
                 )
-                .with_parameter("mediaUUID");
+                .with_parameter(field);
                 return reply.error(e);
             };
             if shared.tasks.register(authed.key, uuid, task_type, scope(shared, authed)).is_none() {
@@ -410,7 +412,7 @@ fn media_storage(shared: &Arc<Shared>, authed: &Authed, uuid: Uuid, obj: &Map<St
                     task_type,
                     &uuid.to_string(),
                 )
-                .with_parameter("mediaUUID");
+                .with_parameter(field);
                 reply.error(e);
             }
         }
