@@ -124,3 +124,32 @@ async fn a_reference_cache_uploads_each_inline_reference_once() {
     assert_eq!(c.kontext(a).await.expect("the edit runs on the uploaded reference").len(), 1);
     emu.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_handshake_names_the_crate_or_the_user_agent_given() {
+    async fn agent_seen(builder: runware_ws::ClientBuilder) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        let url = format!("ws://{}/v1", listener.local_addr().expect("addr"));
+        let client = builder.url(url).api_key(KEY).build().expect("builds");
+        let (tcp, _) = listener.accept().await.expect("the client connects");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let record = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+            let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("none");
+            let _ = tx.send(agent.to_string());
+            Ok(resp)
+        };
+        let ws = tokio_tungstenite::accept_hdr_async(tcp, record).await.expect("handshake");
+        drop(ws);
+        client.close(Duration::ZERO).await;
+        rx.recv().expect("a handshake was seen")
+    }
+    let default = agent_seen(Client::builder()).await;
+    assert_eq!(default, format!("runware-ws/{}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(default, runware_ws::client::DEFAULT_USER_AGENT);
+    assert_eq!(agent_seen(Client::builder().user_agent("my-service/2.1")).await, "my-service/2.1");
+
+    // A value no HTTP header can carry is a configuration error naming the field, not a retry loop.
+    let c = Client::builder().url("ws://127.0.0.1:9/v1").api_key(KEY).user_agent("bad\nagent").build().expect("builds");
+    let err = c.wait_connected().await.expect_err("refused");
+    assert!(err.to_string().contains("user_agent"), "{err}");
+}

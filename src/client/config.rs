@@ -6,6 +6,9 @@ use std::time::Duration;
 /// Production endpoint.
 pub const DEFAULT_URL: &str = "wss://ws-api.runware.ai/v1";
 
+/// The `User-Agent` of the WebSocket handshake unless one is set: the crate and its version.
+pub const DEFAULT_USER_AGENT: &str = concat!("runware-ws/", env!("CARGO_PKG_VERSION"));
+
 /// How the client reconnects after a drop: exponential backoff with jitter and a
 /// budget of attempts per outage (reset by every successful connection).
 #[derive(Clone, Debug, PartialEq)]
@@ -170,6 +173,8 @@ pub struct ClientConfig {
     pub extra_roots: Vec<Vec<u8>>,
     /// Trust only `extra_roots`, not the webpki roots. Default false.
     pub only_extra_roots: bool,
+    /// `User-Agent` of the WebSocket handshake. Default [`DEFAULT_USER_AGENT`].
+    pub user_agent: String,
 }
 
 impl ClientConfig {
@@ -189,6 +194,7 @@ impl ClientConfig {
             max_tasks_per_frame: 32,
             extra_roots: Vec::new(),
             only_extra_roots: false,
+            user_agent: DEFAULT_USER_AGENT.to_string(),
         }
     }
 }

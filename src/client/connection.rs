@@ -88,12 +88,16 @@ impl Connector for WsConnector {
     type Conn = Ws;
 
     async fn open(&self, shared: &Shared) -> Result<Ws, ConnectError> {
-        let request = shared
+        let mut request = shared
             .config
             .url
             .as_str()
             .into_client_request()
             .map_err(|e| ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))?;
+        let agent = tungstenite::http::HeaderValue::from_str(&shared.config.user_agent).map_err(|e| {
+            ConnectError::Config(ConfigError::caused_by(format!("invalid user_agent (visible ASCII only): {e}"), e))
+        })?;
+        request.headers_mut().insert(tungstenite::http::header::USER_AGENT, agent);
         let connect = tokio_tungstenite::connect_async_tls_with_config(
             request,
             Some(ws_config(shared)),

@@ -43,7 +43,7 @@ mod submit;
 mod supervisor;
 mod task;
 
-pub use config::{ClientConfig, DEFAULT_URL, Keepalive, PollPolicy, ReconnectPolicy};
+pub use config::{ClientConfig, DEFAULT_URL, DEFAULT_USER_AGENT, Keepalive, PollPolicy, ReconnectPolicy};
 pub use error::{Cause, ClientError, ConfigError, PartialFailure};
 pub use lookup::Lookup;
 pub use metrics::Metrics;
@@ -176,6 +176,13 @@ impl ClientBuilder {
     /// Trusts an extra CA certificate (DER), on top of the webpki roots.
     pub fn add_root_certificate(mut self, der: impl Into<Vec<u8>>) -> Self {
         self.config.extra_roots.push(der.into());
+        self
+    }
+    /// The `User-Agent` of the WebSocket handshake. Default `runware-ws/VERSION`
+    /// ([`DEFAULT_USER_AGENT`]); an application may name itself
+    /// first, e.g. `my-service/2.1 runware-ws/0.1.0`.
+    pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
+        self.config.user_agent = user_agent.into();
         self
     }
     /// Trusts only the certificates added with `add_root_certificate`.

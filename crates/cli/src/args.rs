@@ -59,10 +59,11 @@ impl Cli {
             }
             Command::Result(a) => keys.extend(a.api.api_key.clone()),
             Command::Upload(a) => keys.extend(a.api.api_key.clone()),
+            Command::Media(a) => keys.extend(a.api.api_key.clone()),
             Command::Ping(a) => keys.extend(a.api.api_key.clone()),
             Command::Conformance(a) => keys.extend(a.api.api_key.clone()),
             Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
-            Command::Gallery(_) => {}
+            Command::Gallery(_) | Command::Completions(_) => {}
         }
         keys
     }
@@ -79,6 +80,8 @@ pub enum Command {
     Result(ResultArgs),
     /// Upload an image (imageUpload); prints its imageUUID and imageURL.
     Upload(UploadArgs),
+    /// Store or delete media (mediaStorage), with the fields Runware's SDKs send.
+    Media(MediaArgs),
     /// Connect, authenticate and ping; prints round-trip times.
     Ping(PingArgs),
     /// Run the Runware emulator until Ctrl-C.
@@ -88,6 +91,8 @@ pub enum Command {
     Conformance(ConformanceArgs),
     /// Write a self-contained index.html to review a batch's results.
     Gallery(GalleryArgs),
+    /// Print a shell completion script (e.g. `runware completions bash > /etc/bash_completion.d/runware`).
+    Completions(CompletionsArgs),
     /// Run tasks of fleet batches from a PostgreSQL queue until stopped.
     #[cfg(feature = "fleet")]
     Worker(WorkerArgs),
@@ -533,6 +538,49 @@ pub struct UploadArgs {
     /// A local image file, an http(s) URL or a data URI.
     #[arg(value_name = "PATH|URL")]
     pub image: String,
+}
+
+/// `runware media`
+#[derive(Args, Debug, Clone)]
+pub struct MediaArgs {
+    #[command(flatten)]
+    pub api: ApiArgs,
+    /// upload or delete.
+    #[command(subcommand)]
+    pub command: MediaCommand,
+}
+
+/// `runware media upload|delete`
+#[derive(Subcommand, Debug, Clone)]
+pub enum MediaCommand {
+    /// Store media (`"operation":"upload"`); prints its mediaUUID and mediaURL.
+    Upload(MediaUploadArgs),
+    /// Delete stored media (`"operation":"delete"`, the mediaUUID sent as `media`).
+    Delete(MediaDeleteArgs),
+}
+
+/// `runware media upload`
+#[derive(Args, Debug, Clone)]
+pub struct MediaUploadArgs {
+    /// A local file, an http(s) URL or a data URI.
+    #[arg(value_name = "PATH|URL")]
+    pub media: String,
+}
+
+/// `runware media delete`
+#[derive(Args, Debug, Clone)]
+pub struct MediaDeleteArgs {
+    /// The mediaUUID to delete.
+    #[arg(value_name = "MEDIA_UUID")]
+    pub media_uuid: String,
+}
+
+/// `runware completions`
+#[derive(Args, Debug, Clone)]
+pub struct CompletionsArgs {
+    /// The shell to write the script for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 /// `runware ping`

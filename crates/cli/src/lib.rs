@@ -1,8 +1,8 @@
 //! `runware`: the command-line tool of runware-ws (the binary is `src/main.rs`;
 //! everything else is this library, which only the binary and the benches use).
 //!
-//! One file per subcommand (`edit`, `batch`, `result_cmd`, `upload`, `ping`,
-//! `serve`) and the pieces they share: `args` (the clap definitions), `embedded`
+//! One file per subcommand (`edit`, `batch`, `result_cmd`, `upload`, `media`, `ping`,
+//! `serve`, `conformance`) and the pieces they share: `args` (the clap definitions), `embedded`
 //! (where to connect: the API, or the embedded emulator when there is no key),
 //! `input` (batch lines → validated tasks), `journal` (the results file that makes a
 //! batch resumable), `download` (saving images), `progress`, `output` and `error`.
@@ -19,6 +19,7 @@ mod error;
 #[cfg(feature = "fleet")]
 mod fleet;
 mod input;
+mod media;
 mod output;
 mod ping;
 mod progress;
@@ -89,11 +90,21 @@ async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
         Command::Worker(a) => fleet::worker::run(a.api.or(&top), a, out).await,
         Command::Result(a) => result_cmd::run(a.api.or(&top), a, out).await,
         Command::Upload(a) => upload::run(a.api.or(&top), a, out).await,
+        Command::Media(a) => media::run(a.api.or(&top), a, out).await,
+        Command::Completions(a) => Ok(completions(a.shell)),
         Command::Ping(a) => ping::run(a.api.or(&top), a, out).await,
         Command::Serve(a) => serve::run(top, a, out).await,
         Command::Conformance(a) => conformance::run(a.api.or(&top), a, out).await,
         Command::Gallery(a) => batch::gallery_command(a, out).await,
     }
+}
+
+/// Writes the completion script of `shell` on stdout.
+fn completions(shell: clap_complete::Shell) -> u8 {
+    use clap::CommandFactory;
+    let mut command = Cli::command();
+    clap_complete::generate(shell, &mut command, "runware", &mut std::io::stdout());
+    EXIT_OK
 }
 
 /// Logs on stderr, every line through the redactor: at `trace` tungstenite logs

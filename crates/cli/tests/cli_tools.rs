@@ -170,3 +170,127 @@ async fn without_a_key_the_embedded_emulator_is_used_and_said_once() {
     assert_eq!(run.code, 0, "{run:?}");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_upload_then_delete_and_the_delete_names_the_media_as_the_sdks_do() {
+    let emu = emulator(fast()).await;
+    let mut cmd = runware();
+    cmd.args(api(&emu)).args(["media", "upload", example_image("studio-portrait.png").to_str().unwrap(), "--json"]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let reply: Value = serde_json::from_str(run.stdout.trim()).unwrap();
+    let media_uuid = reply["mediaUUID"].as_str().expect("a mediaUUID").to_string();
+    let url = reply["mediaURL"].as_str().expect("a mediaURL").to_string();
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 200);
+
+    let mut cmd = runware();
+    cmd.args(api(&emu)).args(["media", "delete", &media_uuid]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stdout.trim(), format!("deleted {media_uuid}"));
+    assert_eq!(reqwest::get(&url).await.unwrap().status(), 404, "the media is gone");
+
+    // Deleting it again is the server's error; a malformed UUID is refused before connecting.
+    let mut cmd = runware();
+    cmd.args(api(&emu)).args(["media", "delete", &media_uuid]);
+    let again = exec(cmd).await;
+    assert_eq!(again.code, 1, "{again:?}");
+    assert!(again.stderr.contains("mediaNotFound"), "{}", again.stderr);
+    let mut cmd = runware();
+    cmd.args(api(&emu)).args(["media", "delete", "not-a-uuid"]);
+    let bad = exec(cmd).await;
+    assert_eq!(bad.code, 2, "{bad:?}");
+    assert!(bad.stderr.contains("MEDIA_UUID must be a UUID"), "{}", bad.stderr);
+    emu.shutdown().await;
+
+    // The frame on the wire, seen by a server that records it: `media`, not `mediaUUID`.
+    let (url, frames, agents) = recording_server().await;
+    let target = uuid::Uuid::new_v4().to_string();
+    let mut cmd = runware();
+    cmd.args(["--url", &url, "--api-key", KEY, "media", "delete", &target]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let frames = frames.lock().unwrap().clone();
+    let delete = frames
+        .iter()
+        .flat_map(|f| f.as_array().cloned().unwrap_or_default())
+        .find(|t| t["taskType"] == "mediaStorage")
+        .expect("a mediaStorage task was sent");
+    let obj = delete.as_object().unwrap();
+    let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["media", "operation", "taskType", "taskUUID"], "{delete}");
+    assert_eq!((obj["operation"].as_str(), obj["media"].as_str()), (Some("delete"), Some(target.as_str())));
+    // The handshake names the CLI and the crate, with their versions.
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(agents.lock().unwrap().clone(), [format!("runware-cli/{version} runware-ws/{version}")]);
+}
+
+#[test]
+fn completions_are_generated_for_every_shell() {
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef runware"),
+        ("fish", "complete -c runware"),
+        ("powershell", "Register-ArgumentCompleter"),
+    ] {
+        let out =
+            std::process::Command::new(env!("CARGO_BIN_EXE_runware")).args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains(marker), "{shell}: no {marker:?} in the script");
+        for sub in ["batch", "media", "completions"] {
+            assert!(script.contains(sub), "{shell}: the script does not know `{sub}`");
+        }
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runware")).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}
+
+/// A WebSocket server that records every frame it receives and answers authentication,
+/// pings and mediaStorage deletes: enough for one CLI command. Also keeps each
+/// handshake's User-Agent.
+type Seen<T> = std::sync::Arc<std::sync::Mutex<Vec<T>>>;
+async fn recording_server() -> (String, Seen<Value>, Seen<String>) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/v1", listener.local_addr().unwrap());
+    let frames = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let agents = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen, agents_seen) = (frames.clone(), agents.clone());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (seen, agents_seen) = (seen.clone(), agents_seen.clone());
+            tokio::spawn(async move {
+                let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                    let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
+                    agents_seen.lock().unwrap().push(agent.to_string());
+                    Ok(resp)
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_hdr_async(tcp, record).await else { return };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let Ok(frame) = serde_json::from_str::<Value>(&text) else { continue };
+                    seen.lock().unwrap().push(frame.clone());
+                    let mut data = Vec::new();
+                    for task in frame.as_array().cloned().unwrap_or_default() {
+                        match task["taskType"].as_str() {
+                            Some("authentication") => data.push(serde_json::json!({"taskType": "authentication",
+                                "connectionSessionUUID": uuid::Uuid::new_v4()})),
+                            Some("ping") => data.push(serde_json::json!({"taskType": "ping", "pong": true})),
+                            Some("mediaStorage") => data.push(serde_json::json!({"taskType": "mediaStorage",
+                                "taskUUID": task["taskUUID"], "operation": "delete", "mediaUUID": task["media"]})),
+                            _ => {}
+                        }
+                    }
+                    let reply = serde_json::json!({ "data": data }).to_string();
+                    if ws.send(Message::text(reply)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, frames, agents)
+}
