@@ -133,6 +133,7 @@ async fn the_handshake_names_the_crate_or_the_user_agent_given() {
         let client = builder.url(url).api_key(KEY).build().expect("builds");
         let (tcp, _) = listener.accept().await.expect("the client connects");
         let (tx, rx) = std::sync::mpsc::channel();
+        #[allow(clippy::result_large_err)] // tungstenite's callback type
         let record = move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
             let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("none");
             let _ = tx.send(agent.to_string());

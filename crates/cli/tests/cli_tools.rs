@@ -263,6 +263,7 @@ async fn recording_server() -> (String, Seen<Value>, Seen<String>) {
         while let Ok((tcp, _)) = listener.accept().await {
             let (seen, agents_seen) = (seen.clone(), agents_seen.clone());
             tokio::spawn(async move {
+                #[allow(clippy::result_large_err)] // tungstenite's callback type
                 let record = |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
                     let agent = req.headers().get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("");
                     agents_seen.lock().unwrap().push(agent.to_string());
