@@ -63,9 +63,27 @@ impl Cli {
             Command::Ping(a) => keys.extend(a.api.api_key.clone()),
             Command::Conformance(a) => keys.extend(a.api.api_key.clone()),
             Command::Serve(a) => keys.extend(a.api_keys.iter().cloned()),
-            Command::Gallery(_) | Command::Completions(_) => {}
+            Command::Gallery(_) | Command::Completions(_) | Command::Auth(_) => {}
         }
         keys
+    }
+}
+
+impl Command {
+    /// The subcommand's own `--url` / `--api-key` / `--connect-timeout`, when it has them.
+    pub fn api_mut(&mut self) -> Option<&mut ApiArgs> {
+        match self {
+            Command::Edit(a) => Some(&mut a.api),
+            Command::Batch(a) => Some(&mut a.api),
+            #[cfg(feature = "fleet")]
+            Command::Worker(a) => Some(&mut a.api),
+            Command::Result(a) => Some(&mut a.api),
+            Command::Upload(a) => Some(&mut a.api),
+            Command::Media(a) => Some(&mut a.api),
+            Command::Ping(a) => Some(&mut a.api),
+            Command::Conformance(a) => Some(&mut a.api),
+            Command::Serve(_) | Command::Gallery(_) | Command::Auth(_) | Command::Completions(_) => None,
+        }
     }
 }
 
@@ -91,6 +109,8 @@ pub enum Command {
     Conformance(ConformanceArgs),
     /// Write a self-contained index.html to review a batch's results.
     Gallery(GalleryArgs),
+    /// Store the API key in the config directory (login), show it masked (status), remove it (logout).
+    Auth(AuthArgs),
     /// Print a shell completion script (e.g. `runware completions bash > /etc/bash_completion.d/runware`).
     Completions(CompletionsArgs),
     /// Run tasks of fleet batches from a PostgreSQL queue until stopped.
@@ -573,6 +593,26 @@ pub struct MediaDeleteArgs {
     /// The mediaUUID to delete.
     #[arg(value_name = "MEDIA_UUID")]
     pub media_uuid: String,
+}
+
+/// `runware auth`
+#[derive(Args, Debug, Clone)]
+pub struct AuthArgs {
+    /// login, status or logout.
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+/// `runware auth login|status|logout`
+#[derive(Subcommand, Debug, Clone)]
+pub enum AuthCommand {
+    /// Read the key (a prompt that does not echo, or stdin's first line), check it with an
+    /// authentication round trip, and store it readable by you only.
+    Login,
+    /// Show the key in use (masked), where it and the endpoint come from.
+    Status,
+    /// Remove the stored key.
+    Logout,
 }
 
 /// `runware completions`

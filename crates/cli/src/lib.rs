@@ -8,6 +8,7 @@
 //! batch resumable), `download` (saving images), `progress`, `output` and `error`.
 
 mod args;
+mod auth;
 mod batch;
 #[doc(hidden)]
 pub mod bench_support;
@@ -25,10 +26,10 @@ mod ping;
 mod progress;
 mod result_cmd;
 mod serve;
+mod settings;
 mod upload;
 
 use args::{Cli, Command};
-use clap::Parser;
 use error::CliError;
 use output::Output;
 use runware_ws::redact::Redactor;
@@ -51,8 +52,24 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs the `runware` tool with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let redactor = Redactor::new(cli.secrets());
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let settings = match settings::Settings::load() {
+        Ok(s) => s,
+        Err(e) => {
+            // No key is known yet, so nothing to redact; the message names the file.
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    flags_over_environment(&mut cli, &matches);
+    apply_file_defaults(&mut cli, &matches, &settings.file);
+    let mut secrets = cli.secrets();
+    secrets.extend(settings.api_key.clone());
+    let redactor = Redactor::new(secrets);
     output::set_redactor(redactor.clone());
     init_tracing(cli.verbose, cli.quiet, redactor);
     // reqwest and tokio-tungstenite use rustls without a built-in provider choice.
@@ -66,7 +83,7 @@ pub fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
-        match run(cli, &out).await {
+        match run(cli, &settings, &out).await {
             Ok(code) => code,
             Err(e) => {
                 out.error(&e.to_string());
@@ -79,8 +96,12 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
-    let top = cli.api;
+async fn run(cli: Cli, settings: &settings::Settings, out: &Output) -> Result<u8, CliError> {
+    // Flags and environment first (clap), then the config directory.
+    let given = cli.api;
+    let stored =
+        args::ApiArgs { url: settings.file.url.clone(), api_key: settings.api_key.clone(), connect_timeout: None };
+    let top = given.or(&stored);
     match cli.command {
         Command::Edit(a) => edit::run(a.api.or(&top), a, out).await,
         #[cfg(feature = "fleet")]
@@ -93,9 +114,44 @@ async fn run(cli: Cli, out: &Output) -> Result<u8, CliError> {
         Command::Media(a) => media::run(a.api.or(&top), a, out).await,
         Command::Completions(a) => Ok(completions(a.shell)),
         Command::Ping(a) => ping::run(a.api.or(&top), a, out).await,
-        Command::Serve(a) => serve::run(top, a, out).await,
+        // The emulator accepts the keys given to it, never the stored one.
+        Command::Serve(a) => serve::run(given, a, out).await,
+        // Only the flags and environment: auth shows and replaces the stored key itself.
+        Command::Auth(a) => auth::run(a, auth::Sources { given: &given, settings }, out).await,
         Command::Conformance(a) => conformance::run(a.api.or(&top), a, out).await,
         Command::Gallery(a) => batch::gallery_command(a, out).await,
+    }
+}
+
+/// `--url`, `--api-key` and `--connect-timeout` exist before and after the subcommand, and
+/// both read the environment: a flag given before the subcommand must still beat the
+/// subcommand's copy filled from the environment (`runware --url X ping` with
+/// `RUNWARE_URL` set uses X).
+fn flags_over_environment(cli: &mut Cli, matches: &clap::ArgMatches) {
+    use clap::parser::ValueSource;
+    let Some((_, sub)) = matches.subcommand() else { return };
+    let Some(api) = cli.command.api_mut() else { return };
+    let from_env = |id: &str| sub.try_get_raw(id).is_ok() && sub.value_source(id) == Some(ValueSource::EnvVariable);
+    let on_line = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    if from_env("url") && on_line("url") {
+        api.url = None;
+    }
+    if from_env("api_key") && on_line("api_key") {
+        api.api_key = None;
+    }
+}
+
+/// `config.toml`'s `out` and `concurrency` replace the built-in defaults of `runware batch`
+/// (a flag or its environment variable still wins).
+fn apply_file_defaults(cli: &mut Cli, matches: &clap::ArgMatches, file: &settings::FileConfig) {
+    let Command::Batch(batch) = &mut cli.command else { return };
+    let Some(m) = matches.subcommand_matches("batch") else { return };
+    let defaulted = |id: &str| m.value_source(id) == Some(clap::parser::ValueSource::DefaultValue);
+    if let Some(n) = file.concurrency.filter(|_| defaulted("concurrency")) {
+        batch.concurrency = n;
+    }
+    if let Some(dir) = file.out.clone().filter(|_| defaulted("out")) {
+        batch.out = dir;
     }
 }
 

@@ -20,12 +20,14 @@ pub fn fast() -> Latency {
     Latency::Range(Duration::from_millis(1), Duration::from_millis(5))
 }
 
-/// The binary, with no RUNWARE_* variables inherited.
+/// The binary, with no RUNWARE_* variables inherited and a config directory that does
+/// not exist (a key stored on the developer's machine must not reach the tests).
 pub fn runware() -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_runware"));
     for var in ["RUNWARE_API_KEY", "RUNWARE_URL", "RUNWARE_EMULATOR_LATENCY", "RUNWARE_LOG"] {
         cmd.env_remove(var);
     }
+    cmd.env("RUNWARE_CONFIG_DIR", std::env::temp_dir().join("runware-tests-no-config-dir"));
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
     cmd
 }
