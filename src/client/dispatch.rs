@@ -89,6 +89,7 @@ impl Shared {
         };
         if seen(&task) {
             Counters::add(&self.counters.duplicates_dropped, 1);
+            super::telemetry::count(super::telemetry::Event::DuplicateDropped, 1);
             return;
         }
         task.seen.push(item.share_key(key));
@@ -135,6 +136,7 @@ impl Shared {
     fn route_task_error(&self, uuid: Uuid, err: ApiError) {
         if err.is_conflict() {
             Counters::add(&self.counters.conflicts, 1);
+            super::telemetry::count(super::telemetry::Event::Conflict, 1);
             let grace = match self.tasks.pending.get(&uuid) {
                 Some(task) => {
                     task.span.in_scope(|| tracing::debug!("server already has the task (conflictTaskUUID)"));

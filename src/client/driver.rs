@@ -244,6 +244,7 @@ impl<T: Transport> Writer<'_, T> {
                         } else if now.duration_since(sent) >= dead_after {
                             let silence = now.duration_since(last_in).as_millis();
                             Counters::add(&self.shared.counters.dead_sockets, 1);
+                            super::telemetry::count(super::telemetry::Event::DeadSocket, 1);
                             Counters::max(&self.shared.counters.max_dead_silence_ms, u64::try_from(silence).unwrap_or(u64::MAX));
                             return Ended::Dead(dead_after);
                         }
@@ -310,6 +311,7 @@ impl<T: Transport> Writer<'_, T> {
             }
         }
         Counters::add(&self.shared.counters.resends, resent);
+        super::telemetry::count(super::telemetry::Event::Resends, resent);
         if resent > 0 {
             tracing::info!(tasks = resent, resumed, "resending pending tasks under their own taskUUIDs");
         }
@@ -340,6 +342,7 @@ impl<T: Transport> Writer<'_, T> {
         }
         frame.push(']');
         Counters::add(&self.shared.counters.polls, uuids.len() as u64);
+        super::telemetry::count(super::telemetry::Event::Polls, uuids.len() as u64);
         self.send_text(frame).await
     }
 

@@ -141,6 +141,23 @@ impl ClientError {
         }
     }
 
+    /// A short, stable label of the error's kind, for metrics (`validation`, `api`, `auth`,
+    /// `timeout`, `unreachable`, `busy`, `duplicate_task`, `closed`, `protocol`, `config`).
+    pub fn kind_label(&self) -> &'static str {
+        match self {
+            ClientError::Validation(_) => "validation",
+            ClientError::Api(_) => "api",
+            ClientError::Auth(_) => "auth",
+            ClientError::Timeout { .. } => "timeout",
+            ClientError::Unreachable { .. } => "unreachable",
+            ClientError::Busy { .. } => "busy",
+            ClientError::DuplicateTask(_) => "duplicate_task",
+            ClientError::Closed => "closed",
+            ClientError::Protocol(_) => "protocol",
+            ClientError::Config(_) => "config",
+        }
+    }
+
     /// True when the server reported the task failed and a new attempt under a
     /// **new** taskUUID is safe (and may succeed after a backoff).
     pub fn is_retryable_with_new_uuid(&self) -> bool {

@@ -24,6 +24,7 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
+pub mod telemetry;
 mod connection;
 mod deadlines;
 mod dispatch;
@@ -548,6 +549,7 @@ impl Client {
             }
         }
         Counters::add(&shared.counters.tasks_submitted, 1);
+        telemetry::count(telemetry::Event::Submitted, 1);
         let stream = TaskStream { client: self.clone(), uuid, expected: prepared.expected, mailbox, done: false };
         shared.watch_deadline(deadline_ms);
         if send && shared.tasks.outbound.try_send(uuid).is_err() {

@@ -90,6 +90,8 @@ pub(crate) struct PendingTask {
     pub(crate) _permit: Option<OwnedSemaphorePermit>,
     /// The task's span (taskUUID as a field).
     pub(crate) span: tracing::Span,
+    /// In flight for the metrics while this lives (zero-sized without the feature).
+    pub(crate) timer: super::telemetry::TaskTimer,
 }
 
 /// What a new pending task is made of; the rest of its state starts empty.
@@ -127,6 +129,7 @@ impl PendingTask {
             next_poll: t.next_poll,
             _permit: t.permit,
             span: t.span,
+            timer: super::telemetry::TaskTimer::start(),
         }
     }
 

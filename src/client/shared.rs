@@ -8,6 +8,7 @@ use super::config::ClientConfig;
 use super::error::ClientError;
 use super::metrics::Counters;
 use super::pending::{PendingTable, PendingTask};
+use super::telemetry::{self, Event};
 use super::state::ConnectionState;
 use crate::sync::lock;
 use std::collections::HashSet;
@@ -221,6 +222,7 @@ impl Shared {
     /// with its last result.
     pub(crate) fn completed(&self, mut task: PendingTask, last: Option<crate::protocol::ResultItem>) {
         Counters::add(&self.counters.tasks_completed, 1);
+        task.timer.completed();
         task.span.in_scope(|| tracing::debug!("task complete"));
         task.mailbox.complete(last, task.frame.take());
     }
@@ -230,6 +232,7 @@ impl Shared {
         match self.tasks.pending.remove(uuid) {
             Some((_, task)) => {
                 Counters::add(&self.counters.tasks_failed, 1);
+                task.timer.failed(err.kind_label());
                 task.span.in_scope(|| tracing::debug!(error = %err, "task failed"));
                 task.mailbox.fail(err);
                 true
@@ -250,6 +253,7 @@ impl Shared {
     pub(crate) fn cancel(&self, uuid: &Uuid) {
         if self.tasks.pending.remove(uuid).is_some() {
             Counters::add(&self.counters.tasks_cancelled, 1);
+            telemetry::count(Event::Cancelled, 1);
         }
     }
 

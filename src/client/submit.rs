@@ -273,8 +273,12 @@ impl Future for Submitting {
 
 /// Waits up to `timeout` for an in-flight slot.
 pub(crate) async fn wait_for_slot(shared: Arc<Shared>, timeout: Duration) -> Result<OwnedSemaphorePermit, ClientError> {
+    let started = std::time::Instant::now();
     match tokio::time::timeout(timeout, shared.tasks.permits.clone().acquire_owned()).await {
-        Ok(Ok(p)) => Ok(p),
+        Ok(Ok(p)) => {
+            super::telemetry::slot_waited(started.elapsed());
+            Ok(p)
+        }
         Ok(Err(_)) => Err(ClientError::Closed),
         Err(_) => Err(ClientError::Timeout { after: timeout, connection: shared.link.state.borrow().to_string() }),
     }

@@ -69,6 +69,7 @@ pub(crate) async fn run<C: Connector>(shared: Arc<Shared>, mut queues: Queues, c
                 Counters::add(&shared.counters.connections, 1);
                 if ever_connected {
                     Counters::add(&shared.counters.reconnects, 1);
+                    super::telemetry::count(super::telemetry::Event::Reconnect, 1);
                 }
                 if est.resumed {
                     Counters::add(&shared.counters.sessions_resumed, 1);
