@@ -24,7 +24,6 @@
 #[doc(hidden)]
 pub mod bench_support;
 mod config;
-pub mod telemetry;
 mod connection;
 mod deadlines;
 mod dispatch;
@@ -43,6 +42,7 @@ mod state;
 mod submit;
 mod supervisor;
 mod task;
+pub mod telemetry;
 
 pub use config::{ClientConfig, DEFAULT_URL, DEFAULT_USER_AGENT, Keepalive, PollPolicy, ReconnectPolicy};
 pub use error::{Cause, ClientError, ConfigError, PartialFailure};

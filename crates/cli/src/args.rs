@@ -70,6 +70,17 @@ impl Cli {
 }
 
 impl Command {
+    /// `--metrics-addr`, for the commands that take it.
+    pub fn metrics_addr(&self) -> Option<&str> {
+        match self {
+            Command::Batch(a) => a.metrics.metrics_addr.as_deref(),
+            #[cfg(feature = "fleet")]
+            Command::Worker(a) => a.metrics.metrics_addr.as_deref(),
+            Command::Serve(a) => a.metrics.metrics_addr.as_deref(),
+            _ => None,
+        }
+    }
+
     /// The subcommand's own `--url` / `--api-key` / `--connect-timeout`, when it has them.
     pub fn api_mut(&mut self) -> Option<&mut ApiArgs> {
         match self {
@@ -300,6 +311,8 @@ impl EditArgs {
 pub struct BatchArgs {
     #[command(flatten)]
     pub api: ApiArgs,
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// The tasks: one JSON object per line, in the wire format's field names.
     #[arg(value_name = "FILE.jsonl", required = true)]
     pub file: Option<PathBuf>,
@@ -498,6 +511,8 @@ pub struct WorkerArgs {
     #[command(flatten)]
     pub api: ApiArgs,
     #[command(flatten)]
+    pub metrics: MetricsArgs,
+    #[command(flatten)]
     pub queue: QueueArgs,
     /// Most tasks this worker runs at once.
     #[arg(long, short = 'c', default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -595,6 +610,15 @@ pub struct MediaDeleteArgs {
     pub media_uuid: String,
 }
 
+/// `--metrics-addr`
+#[derive(Args, Debug, Clone, Default)]
+pub struct MetricsArgs {
+    /// Serve Prometheus metrics (every name starts with runware_) at http://HOST:PORT/metrics
+    /// while this runs; port 0 picks a free one (the address is printed).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics_addr: Option<String>,
+}
+
 /// `runware auth`
 #[derive(Args, Debug, Clone)]
 pub struct AuthArgs {
@@ -673,6 +697,8 @@ pub struct GalleryArgs {
 /// `runware serve`
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub metrics: MetricsArgs,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1")]
     pub host: std::net::IpAddr,

@@ -21,6 +21,7 @@ mod error;
 mod fleet;
 mod input;
 mod media;
+mod metrics_http;
 mod output;
 mod ping;
 mod progress;
@@ -102,6 +103,11 @@ async fn run(cli: Cli, settings: &settings::Settings, out: &Output) -> Result<u8
     let stored =
         args::ApiArgs { url: settings.file.url.clone(), api_key: settings.api_key.clone(), connect_timeout: None };
     let top = given.or(&stored);
+    // Up before any work, down when the command ends.
+    let _metrics = match cli.command.metrics_addr() {
+        Some(addr) => Some(metrics_http::start(addr, out).await?),
+        None => None,
+    };
     match cli.command {
         Command::Edit(a) => edit::run(a.api.or(&top), a, out).await,
         #[cfg(feature = "fleet")]

@@ -44,6 +44,10 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
         other => CliError::Other(other.to_string()),
     })?;
     let handle = Arc::new(handle);
+    let _exporting = args.metrics.metrics_addr.is_some().then(|| {
+        let emu = handle.clone();
+        super::metrics_http::ExportOnDrop(super::metrics_http::export_emulator_stats(move || emu.stats()))
+    });
     // Ctrl-C is ours from before the URL is printed: a caller may stop us right after.
     let ctrl_c = tokio::signal::ctrl_c();
 
