@@ -22,8 +22,8 @@ mod sync;
 
 pub use client::{
     Client, ClientBuilder, ClientConfig, ClientError, Collect, ConnectTimings, ConnectionState, Diagnostics,
-    ImageOutput, ImageResult, Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, QueueDepths,
-    ReconnectPolicy, ReferenceCache, Submit, Task, TaskStream,
+    ImageOutput, ImageResult, Keepalive, KontextStream, Lookup, Metrics, PartialFailure, PollPolicy, Proxy,
+    ProxyPolicy, QueueDepths, ReconnectPolicy, ReferenceCache, Submit, Task, TaskStream,
 };
 pub use protocol::{
     ApiError, ApiKey, ErrorKind, ImageInference, Kontext, KontextBuilder, KontextSize, KontextTask, ReferenceImage,

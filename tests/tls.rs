@@ -85,3 +85,22 @@ async fn a_bad_ca_certificate_is_a_configuration_error() {
         .expect_err("not a certificate");
     assert!(matches!(err, ClientError::Config(_)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_runs_end_to_end_inside_a_connect_tunnel() {
+    let server = tls_server().await;
+    let proxy = runware_emulator::proxy::ConnectProxy::start(None).await.unwrap();
+    let client = Client::builder()
+        .url(&server.url)
+        .api_key("k")
+        .add_root_certificate(server.ca_der.clone())
+        .proxy(runware_ws::Proxy::http(&proxy.url()).unwrap())
+        .reconnect(quick())
+        .connect()
+        .await
+        .expect("connected through the proxy, the certificate checked inside the tunnel");
+    assert!(client.ping(Duration::from_secs(5)).await.is_ok());
+    let port = server.url.trim_start_matches("wss://127.0.0.1:").trim_end_matches("/v1").to_string();
+    assert_eq!(proxy.targets(), [format!("127.0.0.1:{port}")]);
+    server.task.abort();
+}

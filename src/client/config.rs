@@ -175,6 +175,9 @@ pub struct ClientConfig {
     pub only_extra_roots: bool,
     /// `User-Agent` of the WebSocket handshake. Default [`DEFAULT_USER_AGENT`].
     pub user_agent: String,
+    /// HTTP CONNECT proxy. Default: from `HTTPS_PROXY` / `HTTP_PROXY` / `ALL_PROXY` and
+    /// `NO_PROXY`, read at each connect.
+    pub proxy: super::proxy::ProxyPolicy,
 }
 
 impl ClientConfig {
@@ -195,6 +198,7 @@ impl ClientConfig {
             extra_roots: Vec::new(),
             only_extra_roots: false,
             user_agent: DEFAULT_USER_AGENT.to_string(),
+            proxy: super::proxy::ProxyPolicy::FromEnvironment,
         }
     }
 }

@@ -36,7 +36,7 @@ pub(crate) enum ConnectError {
 }
 
 impl ConnectError {
-    fn transport(message: impl Into<String>) -> ConnectError {
+    pub(crate) fn transport(message: impl Into<String>) -> ConnectError {
         ConnectError::Transport { message: message.into(), cause: None }
     }
 
@@ -98,21 +98,33 @@ impl Connector for WsConnector {
             ConnectError::Config(ConfigError::caused_by(format!("invalid user_agent (visible ASCII only): {e}"), e))
         })?;
         request.headers_mut().insert(tungstenite::http::header::USER_AGENT, agent);
-        let connect = tokio_tungstenite::connect_async_tls_with_config(
-            request,
-            Some(ws_config(shared)),
-            true,
-            Some(self.tls.clone()),
-        );
+        let scheme = request.uri().scheme_str().unwrap_or("ws").to_string();
+        let host = request.uri().host().unwrap_or_default().to_string();
+        let proxy = shared.config.proxy.proxy_for(&scheme, &host).map_err(ConnectError::Config)?;
+        let config = Some(ws_config(shared));
+        let tls = Some(self.tls.clone());
+        let connect = async move {
+            let handshake = match proxy {
+                None => tokio_tungstenite::connect_async_tls_with_config(request, config, true, tls).await,
+                Some(proxy) => {
+                    let port = request.uri().port_u16().unwrap_or(if scheme == "wss" { 443 } else { 80 });
+                    let tcp = super::tunnel::open(&proxy, &host, port).await?;
+                    tokio_tungstenite::client_async_tls_with_config(request, tcp, config, tls).await
+                }
+            };
+            match handshake {
+                Err(tungstenite::Error::Url(e)) => {
+                    Err(ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))
+                }
+                Err(e) => Err(ConnectError::from_ws(e)),
+                Ok((ws, _)) => Ok(ws),
+            }
+        };
         match tokio::time::timeout(shared.config.connect_timeout, connect).await {
             Err(_) => {
                 Err(ConnectError::transport(format!("connect timed out after {:?}", shared.config.connect_timeout)))
             }
-            Ok(Err(tungstenite::Error::Url(e))) => {
-                Err(ConnectError::Config(ConfigError::caused_by(format!("invalid URL: {e}"), e)))
-            }
-            Ok(Err(e)) => Err(ConnectError::from_ws(e)),
-            Ok(Ok((ws, _))) => Ok(ws),
+            Ok(result) => result,
         }
     }
 }

@@ -34,6 +34,7 @@ mod mailbox;
 mod metrics;
 mod pending;
 mod poller;
+mod proxy;
 mod references;
 #[cfg(test)]
 mod scripted;
@@ -43,11 +44,13 @@ mod submit;
 mod supervisor;
 mod task;
 pub mod telemetry;
+mod tunnel;
 
 pub use config::{ClientConfig, DEFAULT_URL, DEFAULT_USER_AGENT, Keepalive, PollPolicy, ReconnectPolicy};
 pub use error::{Cause, ClientError, ConfigError, PartialFailure};
 pub use lookup::Lookup;
 pub use metrics::Metrics;
+pub use proxy::{Proxy, ProxyPolicy};
 pub use references::{ReferenceCache, Uploaded};
 pub use state::ConnectionState;
 pub use submit::{Submit, Submitting, Task};
@@ -184,6 +187,17 @@ impl ClientBuilder {
     /// first, e.g. `my-service/2.1 runware-ws/0.1.0`.
     pub fn user_agent(mut self, user_agent: impl Into<String>) -> Self {
         self.config.user_agent = user_agent.into();
+        self
+    }
+    /// Connects through this HTTP CONNECT proxy (TLS runs inside the tunnel), instead of
+    /// the one the environment names (`HTTPS_PROXY` … `NO_PROXY`, the default).
+    pub fn proxy(mut self, proxy: Proxy) -> Self {
+        self.config.proxy = ProxyPolicy::Fixed(proxy);
+        self
+    }
+    /// Connects directly, whatever the environment says.
+    pub fn no_proxy(mut self) -> Self {
+        self.config.proxy = ProxyPolicy::Disabled;
         self
     }
     /// Trusts only the certificates added with `add_root_certificate`.

@@ -96,6 +96,7 @@ mod inference;
 mod inject;
 mod link;
 mod media;
+pub mod proxy;
 mod references;
 mod render;
 mod server;
