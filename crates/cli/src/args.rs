@@ -43,6 +43,12 @@ impl Cli {
     pub fn secrets(&self) -> Vec<String> {
         let mut keys: Vec<String> = self.api.api_key.iter().cloned().collect();
         keys.extend(std::env::var("RUNWARE_API_KEY").ok());
+        // Proxy passwords from the environment are secrets too.
+        for var in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+            if let Some(proxy) = std::env::var(var).ok().and_then(|url| runware_ws::Proxy::http(url.trim()).ok()) {
+                keys.extend(proxy.password().filter(|p| !p.is_empty()).map(str::to_string));
+            }
+        }
         match &self.command {
             Command::Edit(a) => keys.extend(a.api.api_key.clone()),
             Command::Batch(a) => {
@@ -141,6 +147,9 @@ pub struct ApiArgs {
     /// Give up when no authenticated connection is made within this long.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub connect_timeout: Option<Duration>,
+    /// Also trust the CA certificate(s) in FILE (PEM or DER), for the WebSocket and downloads.
+    #[arg(long, env = "RUNWARE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl ApiArgs {
@@ -150,6 +159,7 @@ impl ApiArgs {
             url: non_empty(self.url.clone()).or_else(|| non_empty(top.url.clone())),
             api_key: non_empty(self.api_key.clone()).or_else(|| non_empty(top.api_key.clone())),
             connect_timeout: self.connect_timeout.or(top.connect_timeout),
+            ca_cert: self.ca_cert.clone().or_else(|| top.ca_cert.clone()),
         }
     }
 }

@@ -35,7 +35,12 @@ async fn login(sources: Sources<'_>, out: &Output) -> Result<u8, CliError> {
     // A round trip before storing: an authentication with this key at the endpoint
     // later commands will use.
     let url = sources.given.url.clone().or_else(|| sources.settings.file.url.clone());
-    let api = ApiArgs { url, api_key: Some(key.clone()), connect_timeout: sources.given.connect_timeout };
+    let api = ApiArgs {
+        url,
+        api_key: Some(key.clone()),
+        connect_timeout: sources.given.connect_timeout,
+        ca_cert: sources.given.ca_cert.clone(),
+    };
     let endpoint = Endpoint::resolve(&api, out).await?;
     let client = endpoint.connect(|b| b.max_in_flight(1)).await?;
     client.close(Duration::ZERO).await;

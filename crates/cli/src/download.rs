@@ -54,6 +54,11 @@ impl Saver {
             if direct {
                 b = b.no_proxy();
             }
+            for der in super::ca::roots() {
+                let cert = reqwest::Certificate::from_der(der)
+                    .map_err(|e| CliError::Usage(format!("--ca-cert: a certificate reqwest cannot use: {e}")))?;
+                b = b.add_root_certificate(cert);
+            }
             b.build().map_err(|e| CliError::Other(format!("cannot build the HTTP client: {e}")))
         };
         Ok(Saver {

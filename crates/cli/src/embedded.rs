@@ -80,8 +80,11 @@ impl Endpoint {
     /// Connects and authenticates, within the connect timeout.
     pub async fn connect(&self, configure: impl FnOnce(ClientBuilder) -> ClientBuilder) -> Result<Client, CliError> {
         let agent = format!("runware-cli/{} {}", env!("CARGO_PKG_VERSION"), runware_ws::client::DEFAULT_USER_AGENT);
-        let builder =
-            configure(Client::builder().url(self.url.clone()).api_key(self.api_key.clone()).user_agent(agent));
+        let mut builder = Client::builder().url(self.url.clone()).api_key(self.api_key.clone()).user_agent(agent);
+        for der in super::ca::roots() {
+            builder = builder.add_root_certificate(der.clone());
+        }
+        let builder = configure(builder);
         let client = builder.build().map_err(|e| CliError::from_client(e, &self.url))?;
         match tokio::time::timeout(self.connect_timeout, client.wait_connected()).await {
             Ok(Ok(())) => Ok(client),

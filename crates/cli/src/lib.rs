@@ -12,6 +12,7 @@ mod auth;
 mod batch;
 #[doc(hidden)]
 pub mod bench_support;
+mod ca;
 mod conformance;
 mod download;
 mod edit;
@@ -97,12 +98,21 @@ pub fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn run(cli: Cli, settings: &settings::Settings, out: &Output) -> Result<u8, CliError> {
+async fn run(mut cli: Cli, settings: &settings::Settings, out: &Output) -> Result<u8, CliError> {
     // Flags and environment first (clap), then the config directory.
     let given = cli.api;
-    let stored =
-        args::ApiArgs { url: settings.file.url.clone(), api_key: settings.api_key.clone(), connect_timeout: None };
+    let stored = args::ApiArgs {
+        url: settings.file.url.clone(),
+        api_key: settings.api_key.clone(),
+        connect_timeout: None,
+        ca_cert: None,
+    };
     let top = given.or(&stored);
+    // Extra CA certificates, once, before any connection or download.
+    let effective = cli.command.api_mut().map(|a| a.or(&top)).unwrap_or_else(|| top.clone());
+    if let Some(path) = &effective.ca_cert {
+        ca::load(path)?;
+    }
     // Up before any work, down when the command ends.
     let _metrics = match cli.command.metrics_addr() {
         Some(addr) => Some(metrics_http::start(addr, out).await?),
