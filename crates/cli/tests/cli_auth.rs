@@ -6,30 +6,11 @@ mod cli_support;
 use cli_support::*;
 use serde_json::{Value, json};
 use std::path::Path;
-use std::process::Stdio;
-use tokio::io::AsyncWriteExt;
 
 fn in_config(dir: &Path) -> tokio::process::Command {
     let mut cmd = runware();
     cmd.env("RUNWARE_CONFIG_DIR", dir);
     cmd
-}
-
-/// Runs `cmd` with `input` on stdin.
-async fn exec_with_stdin(mut cmd: tokio::process::Command, input: &str) -> Run {
-    cmd.stdin(Stdio::piped());
-    let mut child = cmd.spawn().expect("the binary starts");
-    let mut stdin = child.stdin.take().expect("piped");
-    stdin.write_all(input.as_bytes()).await.expect("writes the key");
-    drop(stdin);
-    let out = child.wait_with_output().await.expect("finishes");
-    let run = Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
-    assert!(!run.stdout.contains(KEY) && !run.stderr.contains(KEY), "the API key leaked: {run:?}");
-    run
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

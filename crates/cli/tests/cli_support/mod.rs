@@ -47,7 +47,22 @@ pub struct Run {
 
 /// Runs the binary to completion (at most 120 s).
 pub async fn exec(mut cmd: tokio::process::Command) -> Run {
-    let child = cmd.spawn().expect("the binary starts");
+    finish(cmd.spawn().expect("the binary starts")).await
+}
+
+/// Like [`exec`], with `input` on stdin.
+pub async fn exec_with_stdin(mut cmd: tokio::process::Command, input: &str) -> Run {
+    use tokio::io::AsyncWriteExt;
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().expect("the binary starts");
+    let mut stdin = child.stdin.take().expect("piped");
+    stdin.write_all(input.as_bytes()).await.expect("writes stdin");
+    drop(stdin);
+    finish(child).await
+}
+
+/// Waits for the binary (at most 120 s) and checks the key never shows.
+async fn finish(child: tokio::process::Child) -> Run {
     let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
         .expect("the binary finishes within 120 s")
