@@ -68,7 +68,8 @@ impl Settings {
 }
 
 fn parse_config(text: &str, path: &Path) -> Result<FileConfig, CliError> {
-    toml::from_str(text).map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.message())))
+    // The full message: the line, the column and the line itself, so the field is named.
+    toml::from_str(text).map_err(|e| CliError::Usage(format!("{}: {}", path.display(), e.to_string().trim_end())))
 }
 
 /// The config directory of this user, if one can be named.
