@@ -108,7 +108,12 @@ impl Connector for WsConnector {
                 None => tokio_tungstenite::connect_async_tls_with_config(request, config, true, tls).await,
                 Some(proxy) => {
                     let port = request.uri().port_u16().unwrap_or(if scheme == "wss" { 443 } else { 80 });
-                    let tcp = super::tunnel::open(&proxy, &host, port).await?;
+                    let tcp = super::tunnel::open(&proxy, &host, port).await.map_err(|e| match e {
+                        super::tunnel::TunnelError::Config(c) => ConnectError::Config(c),
+                        super::tunnel::TunnelError::Transport { message, cause } => {
+                            ConnectError::Transport { message, cause }
+                        }
+                    })?;
                     tokio_tungstenite::client_async_tls_with_config(request, tcp, config, tls).await
                 }
             };
