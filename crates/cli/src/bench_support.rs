@@ -21,10 +21,11 @@ pub fn pipeline(input: &Path, journal: &Path) -> u64 {
     let total = reader::survey(input, &Loaded::default()).map(|s| s.to_run).unwrap_or(0);
     let progress = Progress::new(total, true);
     let batch = uuid::Uuid::new_v4();
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut rx = reader::Items::new(rx);
     let reading = {
         let input = input.to_path_buf();
-        std::thread::spawn(move || reader::read_lines(&input, &base, &Loaded::default(), batch, None, tx))
+        std::thread::spawn(move || reader::read_lines(&input, &base, &Loaded::default(), batch, None, 16, tx))
     };
     let Ok(file) = std::fs::File::create(journal) else { return 0 };
     let mut out = std::io::BufWriter::with_capacity(1 << 16, file);

@@ -61,11 +61,29 @@ enum Running {
     Task(TaskStream),
 }
 
+/// One result of an attempt.
+enum Got {
+    /// An image (typed once: by the stream, or here).
+    Image(Box<ImageResult>),
+    /// Any other result item, as received.
+    Other(ResultItem),
+}
+
 impl Running {
-    async fn next(&mut self) -> Option<Result<ResultItem, ClientError>> {
+    async fn next(&mut self) -> Option<Result<Got, ClientError>> {
         match self {
-            Running::Kontext(s) => s.next().await.map(|r| r.map(|img| img.item)),
-            Running::Task(s) => s.next().await,
+            Running::Kontext(s) => s.next().await.map(|r| r.map(|img| Got::Image(Box::new(img)))),
+            Running::Task(s) => s.next().await.map(|r| {
+                r.and_then(|item| {
+                    // What `ImageResult::try_from` needs, checked first: an item it would
+                    // refuse is kept as it came.
+                    if item.output().is_some() && item.task_uuid.is_some() && item.image_uuid.is_some() {
+                        ImageResult::try_from(item).map(|img| Got::Image(Box::new(img)))
+                    } else {
+                        Ok(Got::Other(item))
+                    }
+                })
+            }),
         }
     }
 }
@@ -413,11 +431,12 @@ impl Line<'_> {
     async fn collect(&mut self, attempt: &AttemptRecord, mut stream: Running) -> Result<(), ClientError> {
         let fallback_ext = self.job.task.fallback_ext();
         while let Some(item) = stream.next().await {
-            let item = item?;
-            let image = if item.output().is_some() { ImageResult::try_from(item.clone()).ok() } else { None };
-            let Some(image) = image else {
-                self.others.push(serde_json::to_value(&item).unwrap_or(serde_json::Value::Null));
-                continue;
+            let image = match item? {
+                Got::Image(image) => image,
+                Got::Other(item) => {
+                    self.others.push(serde_json::to_value(&item).unwrap_or(serde_json::Value::Null));
+                    continue;
+                }
             };
             if self.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
                 continue;

@@ -47,10 +47,11 @@ pub async fn run(
         Arc::new(blocking(move || journal::load(&p)).await?)
     };
     let batch_id = loaded.header.as_ref().map_or(Uuid::nil(), |h| h.batch_id);
-    let (tx, mut rx) = mpsc::channel::<Item>(64);
+    let (tx, rx) = mpsc::channel(4);
+    let mut rx = reader::Items::new(rx);
     let reader = {
         let (path, loaded) = (canonical.clone(), loaded.clone());
-        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, None, tx))
+        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base_dir, &loaded, batch_id, None, 16, tx))
     };
     let mut e = Estimate::default();
     let mut micros: u64 = 0;

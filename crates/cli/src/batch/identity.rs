@@ -60,42 +60,70 @@ fn stamp_v4(u: Uuid) -> Uuid {
 
 /// The canonical text of a JSON value: object keys sorted, no white space. What a
 /// line's content hash is computed over, so that reformatting a line or reordering
-/// its fields does not change who it is.
-pub fn canonical(value: &Value) -> String {
-    let mut out = String::with_capacity(256);
+/// its fields does not change who it is. ([`content_hash`] streams it into the hash.)
+#[cfg(test)]
+fn canonical(value: &Value) -> String {
+    let mut out = Vec::with_capacity(256);
     write_canonical(value, &mut out);
-    out
+    String::from_utf8(out).unwrap_or_default()
 }
 
-fn write_canonical(value: &Value, out: &mut String) {
+/// The content hash of a parsed line: `Uuid::new_v5(CONTENT_NAMESPACE, canonical(value))`,
+/// computed while the canonical text is written, without building it.
+pub fn content_hash(value: &Value) -> Uuid {
+    let mut h = Sha1Writer(sha1_smol::Sha1::new());
+    h.0.update(CONTENT_NAMESPACE.as_bytes());
+    write_canonical(value, &mut h);
+    let digest = h.0.digest().bytes();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_sha1_bytes(bytes).into_uuid()
+}
+
+/// Feeds what is written to a SHA-1.
+struct Sha1Writer(sha1_smol::Sha1);
+
+impl std::io::Write for Sha1Writer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes the canonical text of `value` (writing to memory or a hash cannot fail).
+fn write_canonical(value: &Value, out: &mut impl std::io::Write) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            let _ = out.write_all(b"{");
+            for (i, (k, v)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    let _ = out.write_all(b",");
                 }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                if let Some(v) = map.get(k) {
-                    write_canonical(v, out);
-                }
+                let _ = serde_json::to_writer(&mut *out, k);
+                let _ = out.write_all(b":");
+                write_canonical(v, out);
             }
-            out.push('}');
+            let _ = out.write_all(b"}");
         }
         Value::Array(items) => {
-            out.push('[');
+            let _ = out.write_all(b"[");
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    let _ = out.write_all(b",");
                 }
                 write_canonical(v, out);
             }
-            out.push(']');
+            let _ = out.write_all(b"]");
         }
-        other => out.push_str(&other.to_string()),
+        other => {
+            let _ = serde_json::to_writer(&mut *out, other);
+        }
     }
 }
 
@@ -120,29 +148,28 @@ impl Identities {
     /// The identity of line `line` (1-based, for messages). `value` is the parsed
     /// line (when it parses); `text` the raw line, used when it does not.
     pub fn next(&mut self, line: usize, value: Option<&Value>, text: &str) -> (LineKey, Result<(), IdentityError>) {
-        let content_key_of = |this: &mut Self, canonical_text: &str| {
-            let hash = Uuid::new_v5(&CONTENT_NAMESPACE, canonical_text.as_bytes());
+        let content_key_of = |this: &mut Self, hash: Uuid| {
             let n = this.occurrences.entry(hash).or_insert(0);
             let key = content_key(hash, *n);
             *n += 1;
             key
         };
         let Some(value) = value else {
-            return (content_key_of(self, text.trim()), Ok(()));
+            return (content_key_of(self, Uuid::new_v5(&CONTENT_NAMESPACE, text.trim().as_bytes())), Ok(()));
         };
         match value.get("id") {
-            None | Some(Value::Null) => (content_key_of(self, &canonical(value)), Ok(())),
+            None | Some(Value::Null) => (content_key_of(self, content_hash(value)), Ok(())),
             Some(Value::String(id)) if !id.is_empty() => {
                 if let Some(&first_line) = self.ids.get(id) {
                     // The repeated line gets a content identity of its own, so that its
                     // error is journaled without touching the first line's record.
-                    let key = content_key_of(self, &canonical(value));
+                    let key = content_key_of(self, content_hash(value));
                     return (key, Err(IdentityError::Duplicate { id: id.clone(), first_line }));
                 }
                 self.ids.insert(id.clone(), line);
                 (given_key(id), Ok(()))
             }
-            Some(other) => (content_key_of(self, &canonical(value)), Err(IdentityError::NotAString(other.to_string()))),
+            Some(other) => (content_key_of(self, content_hash(value)), Err(IdentityError::NotAString(other.to_string()))),
         }
     }
 }
@@ -166,6 +193,24 @@ mod tests {
         // A fresh pass gives the same keys: nothing depends on where the file is.
         let mut again = Identities::default();
         assert_eq!(again.next(7, Some(&b), "").0, ka);
+    }
+
+    #[test]
+    fn the_streamed_content_hash_is_the_hash_of_the_canonical_text() {
+        // Journals written before the hash was streamed must keep their identities.
+        let values = [
+            json!({"positivePrompt":"snow","width":1024,"height":1024}),
+            json!({"b":[1,2.5,{"z":null,"a":"\u{e9}\"q\"\n"}],"a":true,"é":-3}),
+            json!({}),
+            json!([]),
+            json!("text"),
+        ];
+        for v in &values {
+            assert_eq!(content_hash(v), Uuid::new_v5(&CONTENT_NAMESPACE, canonical(v).as_bytes()), "{v}");
+        }
+        assert_eq!(canonical(&values[0]), r#"{"height":1024,"positivePrompt":"snow","width":1024}"#);
+        // A fixed point, computed by the code that wrote the journals so far.
+        assert_eq!(content_hash(&values[0]), Uuid::new_v5(&CONTENT_NAMESPACE, br#"{"height":1024,"positivePrompt":"snow","width":1024}"#));
     }
 
     #[test]

@@ -19,11 +19,17 @@
 //!   it is cannot help. The fields are those of format 1's records (`line`,
 //!   `taskUUID`, `status`, `images`, `code`, `message`, `parameter`, `latencyMs`).
 //!
-//! Durability: records reach the operating system in bursts (one `write` per
-//! burst); `attempt` records are flushed before the attempt is sent. A crash of the
-//! process loses nothing that was acknowledged; the file is not `fsync`ed, so a
-//! power cut can lose the last records — the attempt rule still holds, because a
-//! lost attempt record is re-derived from the same (batch id, identity, attempt).
+//! Durability (group commit, [`Writer`]): the task that makes a record serializes
+//! it into one shared buffer, and a writer thread writes the buffer in one `write`
+//! — at once when an `attempt` record waits for it (the attempt is sent only after
+//! that `write` returned, with every record appended before it), otherwise within
+//! [`LINGER`] (10 ms), and at the end of the run. A crash of the process can
+//! therefore lose at most the last 10 ms of `image`, `attemptFailed` and `result`
+//! records, never an `attempt` record: a re-run resends those attempts under
+//! their own taskUUIDs and recovers their results (`conflictTaskUUID`), so nothing
+//! runs or is billed twice. The file is not `fsync`ed, so a power cut can lose the
+//! last records too — the attempt rule still holds, because a lost attempt record
+//! is re-derived from the same (batch id, identity, attempt).
 //!
 //! Format 1 (no header, one record per finished task keyed by taskUUID) is still
 //! read: [`load`] reports it as [`Loaded::legacy`], and the batch converts it.
@@ -35,7 +41,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use tokio::sync::{mpsc, oneshot};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
 /// The journal format this code writes.
@@ -426,19 +433,26 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
     Ok(loaded)
 }
 
-/// An entry for the writer, with an optional acknowledgement once it is flushed.
-type Queued = (Entry, Option<oneshot::Sender<()>>);
+/// The longest an `image`, `attemptFailed` or `result` record waits in memory
+/// before it is written (an `attempt` record is written at once).
+pub const LINGER: std::time::Duration = std::time::Duration::from_millis(10);
+/// Bytes of records waiting to be written before senders wait for the writer.
+const MAX_PENDING: usize = 8 << 20;
 
-/// Appends entries to the journal from a blocking thread, one write per burst.
+/// Appends entries to the journal by group commit: each sender serializes its
+/// entry into one shared buffer (under a lock held only for that), and a writer
+/// thread writes the whole buffer in one `write` — at once when an `attempt`
+/// record waits for it, otherwise within [`LINGER`]. No channel of entries, no
+/// acknowledgement per entry, no wake-up of the writer per record.
 pub struct Writer {
-    tx: mpsc::Sender<Queued>,
+    shared: Arc<Shared>,
     handle: tokio::task::JoinHandle<Result<u64, CliError>>,
 }
 
-/// A handle to queue entries; clone freely.
+/// A handle to append entries; clone freely.
 #[derive(Clone, Debug)]
 pub struct Sender {
-    tx: mpsc::Sender<Queued>,
+    shared: Arc<Shared>,
 }
 
 /// The journal writer is gone (it failed, or the run is over).
@@ -446,17 +460,99 @@ pub struct Sender {
 #[error("the journal is closed")]
 pub struct Closed;
 
-impl Sender {
-    /// Queues an entry.
-    pub async fn send(&self, entry: Entry) -> Result<(), Closed> {
-        self.tx.send((entry, None)).await.map_err(|_| Closed)
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<Pending>,
+    /// Wakes the writer (a flush is wanted, the buffer is full, or the run is over).
+    wake: Condvar,
+    /// The number of entries written so far, or `u64::MAX` once the writer failed.
+    written: watch::Sender<u64>,
+    /// The writer took the buffer: there is room again.
+    room: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    /// Serialized entries not written yet, one per line.
+    buf: Vec<u8>,
+    /// Entries appended so far (the sequence number of the latest).
+    appended: u64,
+    /// A sender waits for the buffer to be written.
+    flush_wanted: bool,
+    /// The writer sleeps on `wake`.
+    writer_waiting: bool,
+    /// No more entries come (`Writer::finish`).
+    closed: bool,
+    /// The writer failed: appending is refused.
+    failed: bool,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Queues an entry and waits until it has been written and flushed.
+    /// Wakes the writer if it sleeps (a futex wake only then).
+    fn wake_writer(&self, p: &mut Pending) {
+        if p.writer_waiting {
+            p.writer_waiting = false;
+            self.wake.notify_one();
+        }
+    }
+}
+
+impl Sender {
+    /// Appends an entry; it is written within [`LINGER`].
+    pub async fn send(&self, entry: Entry) -> Result<(), Closed> {
+        self.append(&entry, false).await.map(|_| ())
+    }
+
+    /// Appends an entry and waits until it has been written (with everything
+    /// appended before it).
     pub async fn send_flushed(&self, entry: Entry) -> Result<(), Closed> {
-        let (ack, done) = oneshot::channel();
-        self.tx.send((entry, Some(ack))).await.map_err(|_| Closed)?;
-        done.await.map_err(|_| Closed)
+        let seq = self.append(&entry, true).await?;
+        let mut written = self.shared.written.subscribe();
+        match written.wait_for(|w| *w >= seq).await {
+            Ok(w) if *w != u64::MAX => Ok(()),
+            _ => Err(Closed),
+        }
+    }
+
+    /// Serializes `entry` into the buffer; its sequence number.
+    async fn append(&self, entry: &Entry, flush: bool) -> Result<u64, Closed> {
+        loop {
+            // Registered before the check, so that a drain between the check and the
+            // wait is not missed.
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut p = self.shared.lock();
+                if p.failed || p.closed {
+                    return Err(Closed);
+                }
+                if p.buf.len() < MAX_PENDING {
+                    let start = p.buf.len();
+                    if serde_json::to_writer(&mut p.buf, entry).is_err() {
+                        // Cannot happen for these types; the entry is not half written.
+                        p.buf.truncate(start);
+                        return Err(Closed);
+                    }
+                    p.buf.push(b'\n');
+                    p.appended += 1;
+                    let seq = p.appended;
+                    if flush {
+                        p.flush_wanted = true;
+                        self.shared.wake_writer(&mut p);
+                    }
+                    return Ok(seq);
+                }
+                // Full: make the writer take it now, then wait for room.
+                p.flush_wanted = true;
+                self.shared.wake_writer(&mut p);
+            }
+            room.await;
+        }
     }
 }
 
@@ -464,48 +560,91 @@ impl Writer {
     /// Opens `path` for appending (creating it and its directory). A last line cut
     /// short by a crash is ended first, so that new records start on their own line.
     pub async fn open(path: PathBuf) -> Result<Writer, CliError> {
-        let (tx, mut rx) = mpsc::channel::<Queued>(1024);
         let file = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || open_append(&path))
                 .await
                 .map_err(|e| CliError::Other(format!("opening the journal failed: {e}")))??
         };
-        let handle = tokio::task::spawn_blocking(move || {
-            let mut out = std::io::BufWriter::with_capacity(1 << 16, file);
-            let mut written = 0u64;
-            let fail = |source| CliError::Write { path: path.clone(), source };
-            let mut acks = Vec::new();
-            while let Some(first) = rx.blocking_recv() {
-                let mut next = Some(first);
-                while let Some((entry, ack)) = next {
-                    serde_json::to_writer(&mut out, &entry)
-                        .map_err(|e| CliError::Other(format!("cannot encode a journal record: {e}")))?;
-                    out.write_all(b"\n").map_err(fail)?;
-                    written += 1;
-                    acks.extend(ack);
-                    next = rx.try_recv().ok();
-                }
-                out.flush().map_err(fail)?;
-                for ack in acks.drain(..) {
-                    let _ = ack.send(());
-                }
-            }
-            out.flush().map_err(fail)?;
-            Ok(written)
+        Ok(Writer::start(file, path))
+    }
+
+    /// The writer of an open file.
+    fn start(file: std::fs::File, path: PathBuf) -> Writer {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(Pending { buf: Vec::with_capacity(1 << 16), ..Pending::default() }),
+            wake: Condvar::new(),
+            written: watch::channel(0).0,
+            room: Notify::new(),
         });
-        Ok(Writer { tx, handle })
+        let handle = {
+            let shared = shared.clone();
+            tokio::task::spawn_blocking(move || {
+                let result = write_loop(&shared, file, &path);
+                if result.is_err() {
+                    shared.lock().failed = true;
+                    shared.written.send_replace(u64::MAX);
+                    shared.room.notify_waiters();
+                }
+                result
+            })
+        };
+        Writer { shared, handle }
     }
 
     /// A sender for entries.
     pub fn sender(&self) -> Sender {
-        Sender { tx: self.tx.clone() }
+        Sender { shared: self.shared.clone() }
     }
 
-    /// Writes what is queued, flushes and closes. Returns the entries written.
+    /// Writes what is appended and closes. Returns the entries written.
     pub async fn finish(self) -> Result<u64, CliError> {
-        drop(self.tx);
+        {
+            let mut p = self.shared.lock();
+            p.closed = true;
+            self.shared.wake_writer(&mut p);
+        }
         self.handle.await.map_err(|e| CliError::Other(format!("the journal writer failed: {e}")))?
+    }
+}
+
+/// The writer thread: takes the whole buffer when a flush is wanted, when records
+/// have waited [`LINGER`], or at the end, and writes it in one go. It ends with
+/// [`Writer::finish`], or once every handle to the journal is dropped.
+fn write_loop(shared: &Arc<Shared>, mut file: std::fs::File, path: &Path) -> Result<u64, CliError> {
+    let mut spare: Vec<u8> = Vec::with_capacity(1 << 16);
+    let mut p = shared.lock();
+    loop {
+        // Senders wake the writer only for a flush; records nobody waits for are
+        // picked up by this wait's timeout (so a burst costs no wake-up at all).
+        while !(p.flush_wanted || p.closed) {
+            p.writer_waiting = true;
+            let (guard, waited) = shared.wake.wait_timeout(p, LINGER).unwrap_or_else(|e| e.into_inner());
+            p = guard;
+            p.writer_waiting = false;
+            if waited.timed_out() {
+                // Every handle is gone without `finish` (the run ended early): end too.
+                p.closed |= Arc::strong_count(shared) == 1;
+                if !p.buf.is_empty() {
+                    break;
+                }
+            }
+        }
+        std::mem::swap(&mut p.buf, &mut spare);
+        let upto = p.appended;
+        let closing = p.closed;
+        p.flush_wanted = false;
+        drop(p);
+        shared.room.notify_waiters();
+        if !spare.is_empty() {
+            file.write_all(&spare).map_err(|source| CliError::Write { path: path.to_path_buf(), source })?;
+            spare.clear();
+        }
+        shared.written.send_replace(upto);
+        p = shared.lock();
+        if closing && p.buf.is_empty() {
+            return Ok(p.appended);
+        }
     }
 }
 
@@ -637,6 +776,103 @@ mod tests {
         let loaded = load(&path).unwrap();
         assert!(loaded.line("id:b").unwrap().result.as_ref().is_some_and(Record::is_done));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn failed(key: &str, message: String) -> Entry {
+        Entry::AttemptFailed(AttemptFailed {
+            key: key.into(),
+            line: 1,
+            attempt: 1,
+            task_uuid: Uuid::new_v4(),
+            code: "timeoutProvider".into(),
+            message,
+        })
+    }
+
+    fn types_in(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["type"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn group_commit_writes_an_attempt_before_it_returns_and_the_rest_soon_after() {
+        let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
+        let path = dir.join("r.jsonl");
+        let w = Writer::open(path.clone()).await.unwrap();
+        let tx = w.sender();
+        tx.send(image("id:a", "i1")).await.unwrap();
+        tx.send_flushed(attempt("id:b", 1)).await.unwrap();
+        // The attempt is on disk, and so is everything appended before it, in order.
+        assert_eq!(types_in(&path), ["image", "attempt"]);
+        // A record nobody waits for is written within LINGER, without a flush.
+        tx.send(failed("id:a", String::new())).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while types_in(&path).len() < 3 {
+            assert!(std::time::Instant::now() < deadline, "the record was not written");
+            tokio::time::sleep(LINGER).await;
+        }
+        assert_eq!(types_in(&path), ["image", "attempt", "attemptFailed"]);
+        tx.send(image("id:c", "i2")).await.unwrap();
+        assert_eq!(w.finish().await.unwrap(), 4, "finish writes what is left");
+        assert_eq!(types_in(&path).len(), 4);
+        assert!(tx.send(image("id:d", "i3")).await.is_err(), "a finished journal refuses records");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_dropped_without_finish_still_writes_what_it_was_given() {
+        let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
+        let path = dir.join("r.jsonl");
+        let w = Writer::open(path.clone()).await.unwrap();
+        w.sender().send(image("id:a", "i1")).await.unwrap();
+        drop(w);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while types_in(&path).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the record was lost");
+            tokio::time::sleep(LINGER).await;
+        }
+        assert_eq!(types_in(&path), ["image"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn more_than_the_buffer_holds_waits_for_the_writer_and_loses_nothing() {
+        let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
+        let path = dir.join("r.jsonl");
+        let w = Writer::open(path.clone()).await.unwrap();
+        // 4 senders × 3,000 records of ~1 KiB: 12 MiB, over MAX_PENDING.
+        let senders: Vec<_> = (0..4)
+            .map(|s| {
+                let tx = w.sender();
+                tokio::spawn(async move {
+                    for i in 0..3000 {
+                        tx.send(failed(&format!("id:{s}-{i}"), "x".repeat(1024))).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.await.unwrap();
+        }
+        assert_eq!(w.finish().await.unwrap(), 12_000);
+        let loaded = load(&path).unwrap();
+        assert_eq!((loaded.lines.len(), loaded.unreadable), (12_000, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_journal_that_cannot_be_written_refuses_every_sender() {
+        let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
+        let w = Writer::start(file, PathBuf::from("/dev/full"));
+        let tx = w.sender();
+        tx.send(image("id:a", "i1")).await.unwrap();
+        assert!(tx.send_flushed(attempt("id:a", 1)).await.is_err(), "the attempt was not written");
+        assert!(tx.send(image("id:a", "i2")).await.is_err());
+        assert!(matches!(w.finish().await, Err(CliError::Write { .. })));
     }
 
     #[test]

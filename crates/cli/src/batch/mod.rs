@@ -49,8 +49,10 @@ use throttle::Throttle;
 use tokio::sync::{Semaphore, mpsc, watch};
 use uuid::Uuid;
 
-/// Lines parsed ahead of submission.
-const READ_AHEAD: usize = 64;
+/// Lines the reader hands over at once (fewer when the submit loop has none).
+const CHUNK: usize = 16;
+/// Chunks parsed ahead of submission (at most `CHUNK × (READ_AHEAD + 1)` lines).
+const READ_AHEAD: usize = 4;
 /// How long the server is trusted to remember a taskUUID it was sent: the
 /// protocol's `getResponse` retention (at least one hour). A line whose open
 /// attempt was sent longer ago is checked with `getResponse` before it is resent.
@@ -357,13 +359,13 @@ async fn execute(
     };
     let watcher = tokio::spawn(watch_outages(ctx.clone(), args.give_up_after));
 
-    let (tx, mut rx) = mpsc::channel::<Item>(READ_AHEAD);
+    let (tx, mut rx) = mpsc::channel::<Vec<Item>>(READ_AHEAD);
     let reader = {
         let (path, base_dir, loaded, batch_id) =
             (plan.canonical.clone(), plan.base_dir.clone(), plan.loaded.clone(), plan.header.batch_id);
         let interned = ctx.references.is_some().then(|| ctx.shared_refs.clone());
         tokio::task::spawn_blocking(move || {
-            reader::read_lines(&path, &base_dir, &loaded, batch_id, interned.as_deref(), tx)
+            reader::read_lines(&path, &base_dir, &loaded, batch_id, interned.as_deref(), CHUNK, tx)
         })
     };
 
@@ -375,15 +377,23 @@ async fn execute(
     // other workers). Every wait below keeps polling them.
     let mut running: FuturesUnordered<futures::future::BoxFuture<'static, Outcome>> = FuturesUnordered::new();
     let (mut skipped_ok, mut skipped_failed) = (0u64, 0u64);
+    // The reader's latest chunk, not yet submitted.
+    let mut queued = Vec::new().into_iter();
 
     'submit: loop {
-        let item = tokio::select! {
-            biased;
-            _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
-            _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
-            Some(_) = running.next(), if !running.is_empty() => continue 'submit,
-            item = rx.recv() => match item { Some(i) => i, None => break 'submit },
+        let Some(item) = queued.next() else {
+            queued = tokio::select! {
+                biased;
+                _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+                _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
+                Some(_) = running.next(), if !running.is_empty() => continue 'submit,
+                chunk = rx.recv() => match chunk { Some(c) => c.into_iter(), None => break 'submit },
+            };
+            continue 'submit;
         };
+        if ctx.stopping() {
+            break 'submit;
+        }
         match item {
             Item::Skip { ok: true } => skipped_ok += 1,
             Item::Skip { ok: false } => skipped_failed += 1,

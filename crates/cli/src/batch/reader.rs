@@ -154,7 +154,10 @@ pub enum Item {
     Run(Box<LineJob>),
 }
 
-/// The reader: one [`Item`] per non-blank line, into a bounded channel (blocking thread).
+/// The reader: one [`Item`] per non-blank line, in chunks of up to `chunk` into a
+/// bounded channel (blocking thread). A chunk goes as soon as it is full, or at
+/// once when the submit loop has nothing queued: one hand-off (and at most one
+/// wake-up) per chunk rather than per line, without delaying the first task.
 /// With `interned`, each line's inline references are kept there once (hashing a
 /// reference happens here, on the blocking thread, not on the runtime).
 pub fn read_lines(
@@ -163,10 +166,12 @@ pub fn read_lines(
     journal: &Loaded,
     batch_id: Uuid,
     interned: Option<&SharedRefs>,
-    tx: mpsc::Sender<Item>,
+    chunk: usize,
+    tx: mpsc::Sender<Vec<Item>>,
 ) -> Result<(), CliError> {
     let mut lines = Lines::open(path)?;
     let mut own_uuids: HashMap<Uuid, usize> = HashMap::new();
+    let mut items = Vec::with_capacity(chunk);
     while let Some(s) = lines.next_line()? {
         let item = match (classify(s, base_dir, journal, batch_id, &mut own_uuids), interned) {
             (Item::Run(mut job), Some(refs)) => {
@@ -175,9 +180,15 @@ pub fn read_lines(
             }
             (item, _) => item,
         };
-        if tx.blocking_send(item).is_err() {
+        items.push(item);
+        if (items.len() >= chunk || tx.capacity() == tx.max_capacity())
+            && tx.blocking_send(std::mem::replace(&mut items, Vec::with_capacity(chunk))).is_err()
+        {
             return Ok(());
         }
+    }
+    if !items.is_empty() {
+        let _ = tx.blocking_send(items);
     }
     Ok(())
 }
@@ -239,6 +250,39 @@ fn classify(
             prior: prior.cloned().unwrap_or_default(),
         })),
         Err(error) => invalid(error),
+    }
+}
+
+/// The reader's chunks, one [`Item`] at a time.
+pub struct Items {
+    rx: mpsc::Receiver<Vec<Item>>,
+    queued: std::vec::IntoIter<Item>,
+}
+
+impl Items {
+    /// The items of the chunks `rx` receives.
+    pub fn new(rx: mpsc::Receiver<Vec<Item>>) -> Items {
+        Items { rx, queued: Vec::new().into_iter() }
+    }
+
+    /// The next item; `None` once the reader is done.
+    pub async fn recv(&mut self) -> Option<Item> {
+        loop {
+            if let Some(i) = self.queued.next() {
+                return Some(i);
+            }
+            self.queued = self.rx.recv().await?.into_iter();
+        }
+    }
+
+    /// [`Items::recv`] off the runtime.
+    pub fn blocking_recv(&mut self) -> Option<Item> {
+        loop {
+            if let Some(i) = self.queued.next() {
+                return Some(i);
+            }
+            self.queued = self.rx.blocking_recv()?.into_iter();
+        }
     }
 }
 

@@ -27,6 +27,18 @@ impl SharedRefs {
     /// `task` with each inline reference replaced by its content key, the text kept
     /// here once. Raw tasks are left as they are.
     pub fn intern(&self, task: Task) -> Task {
+        let inline = |t: &ImageInference| {
+            t.inputs
+                .iter()
+                .flat_map(|i| &i.reference_images)
+                .any(|r| matches!(r, ReferenceImage::DataUri(_) | ReferenceImage::Base64(_)))
+        };
+        match &task {
+            // Nothing to keep: the task stays as it is (no rebuilding, no re-validation).
+            Task::Kontext(k) if !inline(k.as_inference()) => return task,
+            Task::Inference(t) if !inline(t) => return task,
+            _ => {}
+        }
         let swap = |t: &mut ImageInference| {
             let Some(inputs) = t.inputs.as_mut() else { return };
             for r in inputs.reference_images.iter_mut() {

@@ -80,10 +80,11 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     let mut present: Vec<String> = Vec::new();
     let mut moved: (Vec<String>, Vec<i32>) = (Vec::new(), Vec::new());
     // Read and validate every line (blocking, off the runtime).
-    let (tx, mut rx) = tokio::sync::mpsc::channel(256);
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let mut rx = reader::Items::new(rx);
     let reading = {
         let (path, base) = (canonical.clone(), base_dir.clone());
-        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base, &Loaded::default(), id, None, tx))
+        tokio::task::spawn_blocking(move || reader::read_lines(&path, &base, &Loaded::default(), id, None, 16, tx))
     };
     let mut rows = Vec::new();
     let mut references: Option<(Endpoint, Client, ReferenceCache)> = None;
