@@ -195,7 +195,7 @@ impl Line<'_> {
                     return Outcome::Pending;
                 }
             };
-            if fresh && ctx.journal.send_flushed(Entry::Attempt(attempt.clone())).await.is_err() {
+            if fresh && ctx.journal.attempt_flushed(&attempt).await.is_err() {
                 ctx.stop(Stop::Journal);
                 return Outcome::Pending;
             }
@@ -399,7 +399,7 @@ impl Line<'_> {
             code: code.to_string(),
             message: message.to_string(),
         };
-        if self.ctx.journal.send(Entry::AttemptFailed(failed)).await.is_err() {
+        if self.ctx.journal.send(&Entry::AttemptFailed(failed)).await.is_err() {
             self.ctx.stop(Stop::Journal);
             return false;
         }
@@ -410,8 +410,8 @@ impl Line<'_> {
     /// results still missing, with the seed moved past those received.
     fn next_attempt(&self, n: u32, wanted: u32) -> AttemptRecord {
         let have = self.images.len() as u32;
-        let task_uuid = match (n, self.job.own_uuid) {
-            (1, Some(own)) => own,
+        let task_uuid = match n {
+            1 => self.job.first_uuid,
             _ => identity::attempt_uuid(self.ctx.batch_id, &self.job.key, n),
         };
         let seed = self.job.task.seed().map(|s| s.checked_add(u64::from(have)).unwrap_or(s));
@@ -459,15 +459,18 @@ impl Line<'_> {
             let record = ImageRecord::new(&image, path.as_deref());
             self.ctx.progress.image(record.cost);
             self.ctx.budget.billed(record.cost.or_else(|| self.job.task.estimate(1)).unwrap_or(0.0));
-            let entry = ImageEntry {
+            let entry = Entry::Image(ImageEntry {
                 key: self.job.key.clone(),
                 line: self.job.line,
                 attempt: attempt.attempt,
                 task_uuid: attempt.task_uuid,
-                image: record.clone(),
-            };
-            self.images.push(record);
-            if self.ctx.journal.send(Entry::Image(entry)).await.is_err() {
+                image: record,
+            });
+            let sent = self.ctx.journal.send(&entry).await;
+            if let Entry::Image(e) = entry {
+                self.images.push(e.image);
+            }
+            if sent.is_err() {
                 self.ctx.stop(Stop::Journal);
                 return Err(ClientError::Closed);
             }
@@ -481,7 +484,8 @@ impl Line<'_> {
             return self.fail(attempt, "saveFailed".into(), message, None, false).await;
         }
         let record = Record {
-            images: self.images.clone(),
+            // The line ends here: its images go to the record.
+            images: std::mem::take(&mut self.images),
             results: std::mem::take(&mut self.others),
             attempts: Some(attempt.attempt),
             latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
@@ -533,7 +537,7 @@ impl Line<'_> {
         };
         for u in uploads {
             let entry = Entry::Upload(UploadRecord { key: u.key, image_uuid: u.image_uuid, at_ms: now_ms() });
-            if self.ctx.journal.send_flushed(entry).await.is_err() {
+            if self.ctx.journal.send_flushed(&entry).await.is_err() {
                 self.ctx.stop(Stop::Journal);
                 return Err(ClientError::Closed);
             }
@@ -566,7 +570,8 @@ impl Line<'_> {
         };
         self.ctx.progress.println(&shown);
         let record = Record {
-            images: self.images.clone(),
+            // The line ends here: its images go to the record.
+            images: std::mem::take(&mut self.images),
             results: std::mem::take(&mut self.others),
             attempts: Some(attempt.attempt),
             latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
@@ -577,7 +582,7 @@ impl Line<'_> {
     }
 
     async fn journal_result(&self, record: Record) {
-        if self.ctx.journal.send(Entry::Result(record)).await.is_err() {
+        if self.ctx.journal.send(&Entry::Result(record)).await.is_err() {
             self.ctx.stop(Stop::Journal);
         }
     }

@@ -275,6 +275,13 @@ pub enum Entry {
     Upload(UploadRecord),
 }
 
+/// An entry serialized from a borrow: the same JSON as its [`Entry`].
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "camelCase")]
+enum EntryRef<'a> {
+    Attempt(&'a AttemptRecord),
+}
+
 /// A reference uploaded for the batch: its content key and the imageUUID the
 /// server gave it. A later run references it instead of uploading again.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -503,14 +510,14 @@ impl Shared {
 
 impl Sender {
     /// Appends an entry; it is written within [`LINGER`].
-    pub async fn send(&self, entry: Entry) -> Result<(), Closed> {
-        self.append(&entry, false).await.map(|_| ())
+    pub async fn send(&self, entry: &Entry) -> Result<(), Closed> {
+        self.append(entry, false).await.map(|_| ())
     }
 
     /// Appends an entry and waits until it has been written (with everything
     /// appended before it).
-    pub async fn send_flushed(&self, entry: Entry) -> Result<(), Closed> {
-        let seq = self.append(&entry, true).await?;
+    pub async fn send_flushed(&self, entry: &impl Serialize) -> Result<(), Closed> {
+        let seq = self.append(entry, true).await?;
         let mut written = self.shared.written.subscribe();
         match written.wait_for(|w| *w >= seq).await {
             Ok(w) if *w != u64::MAX => Ok(()),
@@ -518,8 +525,14 @@ impl Sender {
         }
     }
 
+    /// Appends `attempt`'s record and waits until it has been written: what must
+    /// happen before the attempt is sent.
+    pub async fn attempt_flushed(&self, attempt: &AttemptRecord) -> Result<(), Closed> {
+        self.send_flushed(&EntryRef::Attempt(attempt)).await
+    }
+
     /// Serializes `entry` into the buffer; its sequence number.
-    async fn append(&self, entry: &Entry, flush: bool) -> Result<u64, Closed> {
+    async fn append(&self, entry: &impl Serialize, flush: bool) -> Result<u64, Closed> {
         loop {
             // Registered before the check, so that a drain between the check and the
             // wait is not missed.
@@ -770,12 +783,21 @@ mod tests {
         rt.block_on(async {
             let w = Writer::open(path.clone()).await.unwrap();
             let done = Record::ok("id:b".into(), 2, Uuid::new_v4());
-            w.sender().send_flushed(Entry::Result(done)).await.unwrap();
+            w.sender().send_flushed(&Entry::Result(done)).await.unwrap();
             assert_eq!(w.finish().await.unwrap(), 1);
         });
         let loaded = load(&path).unwrap();
         assert!(loaded.line("id:b").unwrap().result.as_ref().is_some_and(Record::is_done));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_borrowed_attempt_is_written_as_its_entry() {
+        let Entry::Attempt(a) = attempt("id:a", 3) else { unreachable!() };
+        assert_eq!(
+            serde_json::to_string(&EntryRef::Attempt(&a)).unwrap(),
+            serde_json::to_string(&Entry::Attempt(a.clone())).unwrap()
+        );
     }
 
     fn failed(key: &str, message: String) -> Entry {
@@ -803,22 +825,22 @@ mod tests {
         let path = dir.join("r.jsonl");
         let w = Writer::open(path.clone()).await.unwrap();
         let tx = w.sender();
-        tx.send(image("id:a", "i1")).await.unwrap();
-        tx.send_flushed(attempt("id:b", 1)).await.unwrap();
+        tx.send(&image("id:a", "i1")).await.unwrap();
+        tx.send_flushed(&attempt("id:b", 1)).await.unwrap();
         // The attempt is on disk, and so is everything appended before it, in order.
         assert_eq!(types_in(&path), ["image", "attempt"]);
         // A record nobody waits for is written within LINGER, without a flush.
-        tx.send(failed("id:a", String::new())).await.unwrap();
+        tx.send(&failed("id:a", String::new())).await.unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while types_in(&path).len() < 3 {
             assert!(std::time::Instant::now() < deadline, "the record was not written");
             tokio::time::sleep(LINGER).await;
         }
         assert_eq!(types_in(&path), ["image", "attempt", "attemptFailed"]);
-        tx.send(image("id:c", "i2")).await.unwrap();
+        tx.send(&image("id:c", "i2")).await.unwrap();
         assert_eq!(w.finish().await.unwrap(), 4, "finish writes what is left");
         assert_eq!(types_in(&path).len(), 4);
-        assert!(tx.send(image("id:d", "i3")).await.is_err(), "a finished journal refuses records");
+        assert!(tx.send(&image("id:d", "i3")).await.is_err(), "a finished journal refuses records");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -827,7 +849,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
         let path = dir.join("r.jsonl");
         let w = Writer::open(path.clone()).await.unwrap();
-        w.sender().send(image("id:a", "i1")).await.unwrap();
+        w.sender().send(&image("id:a", "i1")).await.unwrap();
         drop(w);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         while types_in(&path).is_empty() {
@@ -849,7 +871,7 @@ mod tests {
                 let tx = w.sender();
                 tokio::spawn(async move {
                     for i in 0..3000 {
-                        tx.send(failed(&format!("id:{s}-{i}"), "x".repeat(1024))).await.unwrap();
+                        tx.send(&failed(&format!("id:{s}-{i}"), "x".repeat(1024))).await.unwrap();
                     }
                 })
             })
@@ -869,9 +891,9 @@ mod tests {
         let file = std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap();
         let w = Writer::start(file, PathBuf::from("/dev/full"));
         let tx = w.sender();
-        tx.send(image("id:a", "i1")).await.unwrap();
-        assert!(tx.send_flushed(attempt("id:a", 1)).await.is_err(), "the attempt was not written");
-        assert!(tx.send(image("id:a", "i2")).await.is_err());
+        tx.send(&image("id:a", "i1")).await.unwrap();
+        assert!(tx.send_flushed(&attempt("id:a", 1)).await.is_err(), "the attempt was not written");
+        assert!(tx.send(&image("id:a", "i2")).await.is_err());
         assert!(matches!(w.finish().await, Err(CliError::Write { .. })));
     }
 

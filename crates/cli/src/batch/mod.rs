@@ -320,7 +320,7 @@ async fn execute(
     let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
     let journal = journal::Writer::open(plan.results_path.clone()).await?;
     if plan.new_journal {
-        journal.sender().send_flushed(Entry::Header(plan.header.clone())).await.map_err(|_| CliError::Write {
+        journal.sender().send_flushed(&Entry::Header(plan.header.clone())).await.map_err(|_| CliError::Write {
             path: plan.results_path.clone(),
             source: std::io::Error::other("the journal closed"),
         })?;
@@ -401,7 +401,8 @@ async fn execute(
                 progress.println(&format!("error: {}", error.describe(line)));
                 progress.rejected();
                 let record = Record::error(key, line, task_uuid, error.code, error.message, error.parameter, true);
-                let sent = ctx.journal.send(Entry::Result(record));
+                let record = Entry::Result(record);
+                let sent = ctx.journal.send(&record);
                 tokio::pin!(sent);
                 let sent = loop {
                     tokio::select! {

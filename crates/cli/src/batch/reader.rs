@@ -140,6 +140,8 @@ pub struct LineJob {
     pub task: Task,
     /// The line's own `taskUUID`, if it gives one: its first attempt's.
     pub own_uuid: Option<Uuid>,
+    /// Its first attempt's taskUUID: its own, else derived from (batch, identity, 1).
+    pub first_uuid: Uuid,
     /// What the journal knows of it.
     pub prior: LineState,
 }
@@ -247,6 +249,7 @@ fn classify(
             key: s.key,
             task,
             own_uuid,
+            first_uuid: own_uuid.unwrap_or(first_uuid),
             prior: prior.cloned().unwrap_or_default(),
         })),
         Err(error) => invalid(error),
