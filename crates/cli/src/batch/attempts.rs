@@ -64,7 +64,7 @@ enum Running {
 /// One result of an attempt.
 enum Got {
     /// An image (typed once: by the stream, or here).
-    Image(Box<ImageResult>),
+    Image(ImageResult),
     /// Any other result item, as received.
     Other(ResultItem),
 }
@@ -72,13 +72,13 @@ enum Got {
 impl Running {
     async fn next(&mut self) -> Option<Result<Got, ClientError>> {
         match self {
-            Running::Kontext(s) => s.next().await.map(|r| r.map(|img| Got::Image(Box::new(img)))),
+            Running::Kontext(s) => s.next().await.map(|r| r.map(Got::Image)),
             Running::Task(s) => s.next().await.map(|r| {
                 r.and_then(|item| {
                     // What `ImageResult::try_from` needs, checked first: an item it would
                     // refuse is kept as it came.
                     if item.output().is_some() && item.task_uuid.is_some() && item.image_uuid.is_some() {
-                        ImageResult::try_from(item).map(|img| Got::Image(Box::new(img)))
+                        ImageResult::try_from(item).map(Got::Image)
                     } else {
                         Ok(Got::Other(item))
                     }

@@ -169,7 +169,9 @@ impl Identities {
                 self.ids.insert(id.clone(), line);
                 (given_key(id), Ok(()))
             }
-            Some(other) => (content_key_of(self, content_hash(value)), Err(IdentityError::NotAString(other.to_string()))),
+            Some(other) => {
+                (content_key_of(self, content_hash(value)), Err(IdentityError::NotAString(other.to_string())))
+            }
         }
     }
 }
@@ -210,7 +212,10 @@ mod tests {
         }
         assert_eq!(canonical(&values[0]), r#"{"height":1024,"positivePrompt":"snow","width":1024}"#);
         // A fixed point, computed by the code that wrote the journals so far.
-        assert_eq!(content_hash(&values[0]), Uuid::new_v5(&CONTENT_NAMESPACE, br#"{"height":1024,"positivePrompt":"snow","width":1024}"#));
+        assert_eq!(
+            content_hash(&values[0]),
+            Uuid::new_v5(&CONTENT_NAMESPACE, br#"{"height":1024,"positivePrompt":"snow","width":1024}"#)
+        );
     }
 
     #[test]
