@@ -69,6 +69,12 @@ impl Saver {
         })
     }
 
+    /// Whether [`Saver::save`] writes a file for `output` (a URL result is only
+    /// fetched with downloads on; inline bytes are always written).
+    pub fn saves(&self, output: &ImageOutput) -> bool {
+        self.download || !matches!(output, ImageOutput::Url(_))
+    }
+
     /// Saves one image as `dir/stem.EXT`, the extension from the image's bytes
     /// (`fallback_ext` when they are not recognised).
     pub async fn save(
@@ -218,6 +224,17 @@ pub async fn save_images(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_downloads_only_inline_images_are_written() {
+        use runware_ws::protocol::SharedStr;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let url = ImageOutput::Url(SharedStr::from_static("https://im.runware.ai/x.jpg"));
+        let inline = ImageOutput::Base64(SharedStr::from_static("aGk="));
+        let (off, on) = (Saver::new(1, false).unwrap(), Saver::new(1, true).unwrap());
+        assert!(!off.saves(&url) && off.saves(&inline));
+        assert!(on.saves(&url) && on.saves(&inline));
+    }
 
     #[test]
     fn names_are_safe_and_files_complete() {

@@ -441,20 +441,24 @@ impl Line<'_> {
             if self.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
                 continue;
             }
-            let stem = format!(
-                "{:05}-{}-{}",
-                self.job.line,
-                short_uuid(&attempt.task_uuid),
-                file_safe(image.image_uuid.as_str())
-            );
-            let path = match self.ctx.saver.save(&image.output, &self.ctx.out_dir, &stem, fallback_ext).await {
-                Ok(saved) => saved.path,
-                Err(e) => {
-                    // Journaled without a file: the image is paid for, and a re-run of
-                    // `runware result` can still fetch it while its URL lives.
-                    self.save_error.get_or_insert_with(|| e.to_string());
-                    None
+            let path = if self.ctx.saver.saves(&image.output) {
+                let stem = format!(
+                    "{:05}-{}-{}",
+                    self.job.line,
+                    short_uuid(&attempt.task_uuid),
+                    file_safe(image.image_uuid.as_str())
+                );
+                match self.ctx.saver.save(&image.output, &self.ctx.out_dir, &stem, fallback_ext).await {
+                    Ok(saved) => saved.path,
+                    Err(e) => {
+                        // Journaled without a file: the image is paid for, and a re-run of
+                        // `runware result` can still fetch it while its URL lives.
+                        self.save_error.get_or_insert_with(|| e.to_string());
+                        None
+                    }
                 }
+            } else {
+                None
             };
             let record = ImageRecord::new(&image, path.as_deref());
             self.ctx.progress.image(record.cost);
