@@ -819,6 +819,18 @@ mod tests {
             .collect()
     }
 
+    /// The types of the records in `path` once there are `n` (waiting up to 10 s).
+    async fn records_within_seconds(path: &Path, n: usize) -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let types = types_in(path);
+            if types.len() >= n || std::time::Instant::now() >= deadline {
+                return types;
+            }
+            tokio::time::sleep(LINGER).await;
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn group_commit_writes_an_attempt_before_it_returns_and_the_rest_soon_after() {
         let dir = std::env::temp_dir().join(format!("rw-journal-{}", Uuid::new_v4()));
@@ -831,12 +843,7 @@ mod tests {
         assert_eq!(types_in(&path), ["image", "attempt"]);
         // A record nobody waits for is written within LINGER, without a flush.
         tx.send(&failed("id:a", String::new())).await.unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while types_in(&path).len() < 3 {
-            assert!(std::time::Instant::now() < deadline, "the record was not written");
-            tokio::time::sleep(LINGER).await;
-        }
-        assert_eq!(types_in(&path), ["image", "attempt", "attemptFailed"]);
+        assert_eq!(records_within_seconds(&path, 3).await, ["image", "attempt", "attemptFailed"]);
         tx.send(&image("id:c", "i2")).await.unwrap();
         assert_eq!(w.finish().await.unwrap(), 4, "finish writes what is left");
         assert_eq!(types_in(&path).len(), 4);
@@ -851,12 +858,7 @@ mod tests {
         let w = Writer::open(path.clone()).await.unwrap();
         w.sender().send(&image("id:a", "i1")).await.unwrap();
         drop(w);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while types_in(&path).is_empty() {
-            assert!(std::time::Instant::now() < deadline, "the record was lost");
-            tokio::time::sleep(LINGER).await;
-        }
-        assert_eq!(types_in(&path), ["image"]);
+        assert_eq!(records_within_seconds(&path, 1).await, ["image"], "the record was lost");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
