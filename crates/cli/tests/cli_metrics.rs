@@ -7,36 +7,7 @@ use runware_emulator::Latency;
 use serde_json::{Value, json};
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-
-/// The address printed on stderr, read line by line.
-async fn metrics_url(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStderr>>) -> String {
-    while let Some(line) = lines.next_line().await.expect("stderr") {
-        if let Some(rest) = line.strip_prefix("Metrics (Prometheus) at ") {
-            return rest.trim().to_string();
-        }
-    }
-    panic!("no metrics address was printed");
-}
-
-/// One GET of /metrics, the whole response (status line included).
-async fn scrape(url: &str) -> String {
-    get(url, "/metrics").await
-}
-
-async fn get(url: &str, path: &str) -> String {
-    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("the metrics port answers");
-    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
-    let mut text = String::new();
-    tcp.read_to_string(&mut text).await.unwrap();
-    text
-}
-
-/// The value of an unlabelled sample, if the scrape has it.
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
+use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_scrape_during_a_batch_shows_completed_in_flight_and_a_latency_histogram() {

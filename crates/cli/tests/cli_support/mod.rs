@@ -128,3 +128,35 @@ pub fn write_jsonl(path: &Path, lines: &[Value]) {
         .collect();
     std::fs::write(path, text).expect("write jsonl");
 }
+
+// `--metrics-addr`: the address a command prints, and scrapes of it.
+
+/// The address printed on stderr, read line by line.
+pub async fn metrics_url(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStderr>>) -> String {
+    while let Some(line) = lines.next_line().await.expect("stderr") {
+        if let Some(rest) = line.strip_prefix("Metrics (Prometheus) at ") {
+            return rest.trim().to_string();
+        }
+    }
+    panic!("no metrics address was printed");
+}
+
+/// One GET of /metrics, the whole response (status line included).
+pub async fn scrape(url: &str) -> String {
+    get(url, "/metrics").await
+}
+
+pub async fn get(url: &str, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://").trim_end_matches("/metrics");
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("the metrics port answers");
+    tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes()).await.unwrap();
+    let mut text = String::new();
+    tcp.read_to_string(&mut text).await.unwrap();
+    text
+}
+
+/// The value of an unlabelled sample, if the scrape has it.
+pub fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
