@@ -683,7 +683,6 @@ async fn a_reference_the_server_forgot_is_uploaded_again_and_the_lines_go_on() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_exports_its_metrics_while_it_works() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let Some(pg) = Pg::start() else { return };
     let emu = fleet_emulator().await;
     let dir = scratch("fleet-metrics");
@@ -692,27 +691,9 @@ async fn a_worker_exports_its_metrics_while_it_works() {
     write_jsonl(&file, &lines(n));
     let id = submit(&emu, &pg, &file).await.stdout.trim().to_string();
     let mut cmd = worker_c(&emu, &pg, &dir.join("out"), 2);
-    cmd.args(["--metrics-addr", "127.0.0.1:0"]).stderr(std::process::Stdio::piped());
-    let mut child = cmd.spawn().expect("a worker starts");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let url = metrics_url(&mut stderr).await;
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-
+    cmd.args(["--metrics-addr", "127.0.0.1:0"]);
     // 12 tasks, 2 at once, 0.2–1 s each: seconds with tasks done and others in flight.
-    let seen = tokio::time::timeout(Duration::from_secs(60), async {
-        loop {
-            let text = scrape(&url).await;
-            assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-            let done = sample(&text, "runware_tasks_completed_total").unwrap_or(0.0);
-            let in_flight = sample(&text, "runware_tasks_in_flight").unwrap_or(0.0);
-            if done >= 1.0 && in_flight >= 1.0 {
-                return text;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("a scrape of the worker with tasks done and in flight");
+    let (mut child, seen) = scrape_with_work_done_and_in_flight(cmd, Duration::from_secs(60)).await;
     assert!(sample(&seen, "runware_tasks_in_flight").unwrap_or(0.0) <= 2.0, "{seen}");
     assert!(seen.contains("# TYPE runware_task_duration_seconds histogram"), "{seen}");
     assert!(!seen.contains(KEY), "the key is never exported");

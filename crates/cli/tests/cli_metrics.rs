@@ -20,28 +20,9 @@ async fn a_scrape_during_a_batch_shows_completed_in_flight_and_a_latency_histogr
     write_jsonl(&input, &lines);
     let mut cmd = runware();
     cmd.args(api(&emu)).args(["batch", input.to_str().unwrap(), "--no-download", "--concurrency", "4"]);
-    cmd.args(["--metrics-addr", "127.0.0.1:0"]).stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("starts");
-    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = metrics_url(&mut stderr).await;
-    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
-
-    // Scrape until a task has completed while others are in flight (40 tasks at 4 in
-    // flight and 150 ms each: ~1.5 s of both).
-    let seen = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            let text = scrape(&url).await;
-            assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
-            let done = sample(&text, "runware_tasks_completed_total").unwrap_or(0.0);
-            let in_flight = sample(&text, "runware_tasks_in_flight").unwrap_or(0.0);
-            if done >= 1.0 && in_flight >= 1.0 {
-                return text;
-            }
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("a scrape with work done and in flight");
+    cmd.args(["--metrics-addr", "127.0.0.1:0"]);
+    // 40 tasks at 4 in flight and 150 ms each: ~1.5 s with tasks done and in flight.
+    let (mut child, seen) = scrape_with_work_done_and_in_flight(cmd, Duration::from_secs(30)).await;
     assert!(sample(&seen, "runware_tasks_in_flight").unwrap() <= 4.0, "{seen}");
     assert!(sample(&seen, "runware_tasks_submitted_total").unwrap() >= 2.0, "{seen}");
     assert!(seen.contains("# TYPE runware_task_duration_seconds histogram"), "{seen}");

@@ -160,3 +160,33 @@ pub async fn get(url: &str, path: &str) -> String {
 pub fn sample(text: &str, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// Starts `cmd` (which has `--metrics-addr 127.0.0.1:0`), reads the address it
+/// prints, and scrapes it until a task has completed while another is in flight.
+/// Returns the child (still running) and that scrape.
+pub async fn scrape_with_work_done_and_in_flight(
+    mut cmd: tokio::process::Command,
+    within: Duration,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    cmd.stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("starts");
+    let mut stderr = tokio::io::BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let url = metrics_url(&mut stderr).await;
+    tokio::spawn(async move { while let Ok(Some(_)) = stderr.next_line().await {} });
+    let seen = tokio::time::timeout(within, async {
+        loop {
+            let text = scrape(&url).await;
+            assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+            let done = sample(&text, "runware_tasks_completed_total").unwrap_or(0.0);
+            let in_flight = sample(&text, "runware_tasks_in_flight").unwrap_or(0.0);
+            if done >= 1.0 && in_flight >= 1.0 {
+                return text;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("a scrape with work done and in flight");
+    (child, seen)
+}
