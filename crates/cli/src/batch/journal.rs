@@ -531,41 +531,50 @@ impl Sender {
         self.send_flushed(&EntryRef::Attempt(attempt)).await
     }
 
-    /// Serializes `entry` into the buffer; its sequence number.
+    /// Serializes `entry` into the buffer; its sequence number. Waits while the
+    /// buffer is full.
     async fn append(&self, entry: &impl Serialize, flush: bool) -> Result<u64, Closed> {
         loop {
-            // Registered before the check, so that a drain between the check and the
-            // wait is not missed.
+            if let Some(appended) = self.try_append(entry, flush) {
+                return appended;
+            }
+            // Full. Registered before the second try, so that the writer taking the
+            // buffer between the try and the wait is not missed.
             let room = self.shared.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut p = self.shared.lock();
-                if p.failed || p.closed {
-                    return Err(Closed);
-                }
-                if p.buf.len() < MAX_PENDING {
-                    let start = p.buf.len();
-                    if serde_json::to_writer(&mut p.buf, entry).is_err() {
-                        // Cannot happen for these types; the entry is not half written.
-                        p.buf.truncate(start);
-                        return Err(Closed);
-                    }
-                    p.buf.push(b'\n');
-                    p.appended += 1;
-                    let seq = p.appended;
-                    if flush {
-                        p.flush_wanted = true;
-                        self.shared.wake_writer(&mut p);
-                    }
-                    return Ok(seq);
-                }
-                // Full: make the writer take it now, then wait for room.
-                p.flush_wanted = true;
-                self.shared.wake_writer(&mut p);
+            if let Some(appended) = self.try_append(entry, flush) {
+                return appended;
             }
             room.await;
         }
+    }
+
+    /// One try of [`Sender::append`]: `None` when the buffer is full (the writer is
+    /// then told to take it now).
+    fn try_append(&self, entry: &impl Serialize, flush: bool) -> Option<Result<u64, Closed>> {
+        let mut p = self.shared.lock();
+        if p.failed || p.closed {
+            return Some(Err(Closed));
+        }
+        if p.buf.len() >= MAX_PENDING {
+            p.flush_wanted = true;
+            self.shared.wake_writer(&mut p);
+            return None;
+        }
+        let start = p.buf.len();
+        if serde_json::to_writer(&mut p.buf, entry).is_err() {
+            // Cannot happen for these types; the entry is not left half written.
+            p.buf.truncate(start);
+            return Some(Err(Closed));
+        }
+        p.buf.push(b'\n');
+        p.appended += 1;
+        if flush {
+            p.flush_wanted = true;
+            self.shared.wake_writer(&mut p);
+        }
+        Some(Ok(p.appended))
     }
 }
 
