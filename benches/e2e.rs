@@ -10,7 +10,8 @@
 //! CPU per task from `getrusage(RUSAGE_SELF)` minus the server thread's CPU clock)
 //! and writes `target/bench-latency.json`. `RUNWARE_BENCH_RUNTIME=current` runs the
 //! clients on a current-thread runtime; `RUNWARE_BENCH_ONLY=client,512,20000` does
-//! one plain run for a profiler.
+//! one plain run for a profiler; `RUNWARE_BENCH_PAIRED=512,4096` only the paired
+//! runs at those concurrencies.
 
 mod common;
 
@@ -22,6 +23,10 @@ fn main() {
     let target = server.target();
     if let Ok(spec) = std::env::var("RUNWARE_BENCH_ONLY") {
         return sweep::only(&rt, &target, &spec);
+    }
+    if let Some(levels) = sweep::paired_only() {
+        let paired = sweep::paired_at(&rt, &target, false, &levels);
+        return sweep::report_paired(&paired);
     }
     let mut c = sweep::criterion();
     let results = sweep::run(&mut c, &rt, "e2e", &target);

@@ -163,9 +163,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 /// `slow_server`: fewer tasks per run (the emulator does ~50 k tasks/s, not ~500 k).
 pub fn paired(rt: &tokio::runtime::Runtime, target: &Target, slow_server: bool) -> Vec<Paired> {
+    paired_at(rt, target, slow_server, &CONCURRENCY)
+}
+
+/// `RUNWARE_BENCH_PAIRED=512,4096`: only the paired pass, at those concurrencies
+/// (no criterion sweep): the quick before/after check of a change.
+pub fn paired_only() -> Option<Vec<usize>> {
+    let spec = std::env::var("RUNWARE_BENCH_PAIRED").ok()?;
+    Some(spec.split(',').map(|c| c.trim().parse().expect("RUNWARE_BENCH_PAIRED=concurrency,…")).collect())
+}
+
+/// The paired pass at the given concurrencies.
+pub fn paired_at(rt: &tokio::runtime::Runtime, target: &Target, slow_server: bool, levels: &[usize]) -> Vec<Paired> {
     let clock = target.clock;
     let mut out = Vec::new();
-    for conc in CONCURRENCY {
+    for &conc in levels {
         let tasks: u64 = match (slow_server, conc) {
             (false, 1) => 3_000,
             (false, _) => (conc as u64 * 40).max(30_000),
@@ -207,7 +219,10 @@ pub fn report_paired(paired: &[Paired]) {
     if paired.is_empty() {
         return;
     }
-    println!("\n== paired runs: {ROUNDS} alternating client/baseline runs per row, medians of the pair ratios");
+    println!(
+        "\n== paired runs ({}): {ROUNDS} alternating client/baseline runs per row, medians of the pair ratios",
+        runtime_name()
+    );
     println!(
         "{:>6} {:>8} | {:>7} {:>9} {:>6} | {:>9} {:>9} | pair throughput ratios",
         "flight", "tasks", "tput ×", "Δp50 µs", "cpu ×", "cpu µs cl", "cpu µs bl"

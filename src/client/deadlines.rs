@@ -24,11 +24,25 @@ use uuid::Uuid;
 /// The finest spacing between two scans.
 const RESOLUTION: Duration = Duration::from_millis(1);
 
-/// Deadlines are stored as milliseconds since the epoch, rounded up.
-pub(crate) fn deadline_ms(shared: &Shared, timeout: Duration) -> u64 {
-    let at = shared.epoch.elapsed().saturating_add(timeout);
+/// When a task was submitted and by when it must end, from one reading of the clock.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Due {
+    /// The deadline, in milliseconds since the client's epoch, rounded up (the
+    /// table stores deadlines so).
+    pub(crate) deadline_ms: u64,
+    /// The submission, in microseconds since the client's epoch.
+    pub(crate) submitted_us: u64,
+}
+
+/// The deadline `timeout` from now, and now.
+pub(crate) fn due(shared: &Shared, timeout: Duration) -> Due {
+    let now = shared.epoch.elapsed();
+    let at = now.saturating_add(timeout);
     let ms = at.as_millis() + u128::from(!at.subsec_nanos().is_multiple_of(1_000_000));
-    u64::try_from(ms).unwrap_or(u64::MAX)
+    Due {
+        deadline_ms: u64::try_from(ms).unwrap_or(u64::MAX),
+        submitted_us: u64::try_from(now.as_micros()).unwrap_or(u64::MAX),
+    }
 }
 
 impl Shared {
@@ -136,7 +150,7 @@ mod tests {
     /// Registers a task with `timeout`, as `Client::register` does.
     fn add(s: &Shared, timeout: Duration) -> (Uuid, Arc<Mailbox>) {
         let (uuid, mailbox) = (Uuid::new_v4(), Arc::new(Mailbox::default()));
-        let deadline_ms = deadline_ms(s, timeout);
+        let Due { deadline_ms, submitted_us } = due(s, timeout);
         s.tasks.pending.insert(
             uuid,
             PendingTask::new(NewTask {
@@ -146,6 +160,7 @@ mod tests {
                 mailbox: mailbox.clone(),
                 is_async: false,
                 deadline_ms,
+                submitted_us,
                 timeout,
                 permit: None,
                 span: tracing::Span::none(),
@@ -205,8 +220,8 @@ mod tests {
     async fn a_sub_millisecond_remainder_rounds_up_never_down() {
         let s = shared();
         tokio::time::advance(Duration::from_micros(300)).await;
-        assert_eq!(deadline_ms(&s, Duration::from_millis(2)), 3);
-        assert_eq!(deadline_ms(&s, Duration::from_micros(700)), 1);
-        assert_eq!(deadline_ms(&s, Duration::MAX), u64::MAX);
+        assert_eq!(due(&s, Duration::from_millis(2)).deadline_ms, 3);
+        assert_eq!(due(&s, Duration::from_micros(700)).deadline_ms, 1);
+        assert_eq!(due(&s, Duration::MAX).deadline_ms, u64::MAX);
     }
 }

@@ -64,7 +64,14 @@ pub(crate) async fn run<T: Transport>(
     let (sink, stream) = ws.split();
     let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
     let per_frame = shared.config.max_tasks_per_frame.max(1);
-    let mut writer = Writer { shared, sink, generation, resumed, batch: Batch::new(per_frame) };
+    // On a multi-thread runtime the writer runs beside the callers: it yields once
+    // so that callers already running can queue their tasks into the same frame. On
+    // a current-thread runtime the callers woken before it have already run when it
+    // does, and a yield would hold the frame until every ready task had run, leaving
+    // the socket idle meanwhile.
+    let yield_to_callers =
+        tokio::runtime::Handle::current().runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+    let mut writer = Writer { shared, sink, generation, resumed, batch: Batch::new(per_frame), yield_to_callers };
     let ended = writer.run(queues, &mut reader).await;
     // After a write failure the socket may still hold results: let the reader take
     // them before the supervisor resends. A silent (dead) socket has nothing to give.
@@ -116,6 +123,7 @@ struct Writer<'a, T: Transport> {
     generation: u64,
     resumed: bool,
     batch: Batch,
+    yield_to_callers: bool,
 }
 
 /// Largest frame built by batching several tasks (a single task may be larger).
@@ -219,8 +227,10 @@ impl<T: Transport> Writer<'_, T> {
                     self.batch.expect = queues.tasks.len() + 1;
                     self.take(uuid);
                     // Let callers that are already running submit too, so that
-                    // they share this frame and its flush.
-                    tokio::task::yield_now().await;
+                    // they share this frame and its flush (see `yield_to_callers`).
+                    if self.yield_to_callers {
+                        tokio::task::yield_now().await;
+                    }
                     for _ in 0..4096 {
                         match queues.tasks.try_recv() {
                             Ok(u) => {
@@ -235,7 +245,7 @@ impl<T: Transport> Writer<'_, T> {
                 }
                 _ = ticker.tick() => {
                     let now = Instant::now();
-                    let last_in = self.shared.epoch + Duration::from_millis(self.shared.link.last_inbound_ms.load(Ordering::Relaxed));
+                    let last_in = self.shared.epoch + Duration::from_micros(self.shared.link.last_inbound_us.load(Ordering::Relaxed));
                     // Tighter bounds while anyone waits for the socket.
                     let (ping_after, dead_after) = ka.bounds(!self.shared.tasks.pending.is_empty());
                     if let Some(sent) = ping_sent {

@@ -526,8 +526,8 @@ impl Client {
         send: bool,
     ) -> Result<TaskStream, ClientError> {
         let timeout = timeout.unwrap_or(self.inner.shared.config.task_timeout);
-        let deadline = deadlines::deadline_ms(&self.inner.shared, timeout);
-        self.register(prepared, permit, timeout, deadline, send)
+        let due = deadlines::due(&self.inner.shared, timeout);
+        self.register(prepared, permit, timeout, due, send)
     }
 
     /// Puts the task in the pending table, then queues it for the writer.
@@ -536,7 +536,7 @@ impl Client {
         prepared: submit::Prepared,
         permit: Option<OwnedSemaphorePermit>,
         timeout: Duration,
-        deadline_ms: u64,
+        due: deadlines::Due,
         send: bool,
     ) -> Result<TaskStream, ClientError> {
         let shared = &self.inner.shared;
@@ -550,7 +550,8 @@ impl Client {
             expected: prepared.expected,
             mailbox: mailbox.clone(),
             is_async: prepared.is_async,
-            deadline_ms,
+            deadline_ms: due.deadline_ms,
+            submitted_us: due.submitted_us,
             timeout,
             permit,
             span,
@@ -565,7 +566,7 @@ impl Client {
         Counters::add(&shared.counters.tasks_submitted, 1);
         telemetry::count(telemetry::Event::Submitted, 1);
         let stream = TaskStream { client: self.clone(), uuid, expected: prepared.expected, mailbox, done: false };
-        shared.watch_deadline(deadline_ms);
+        shared.watch_deadline(due.deadline_ms);
         if send && shared.tasks.outbound.try_send(uuid).is_err() {
             // The queue is full of cancelled tasks' entries (or the writer is between
             // connections): the writer's sweep sends everything not yet sent.

@@ -102,6 +102,8 @@ pub(crate) struct NewTask {
     pub(crate) mailbox: Arc<Mailbox>,
     pub(crate) is_async: bool,
     pub(crate) deadline_ms: u64,
+    /// Microseconds since the client's epoch (for the task-duration metric).
+    pub(crate) submitted_us: u64,
     pub(crate) timeout: Duration,
     pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) span: tracing::Span,
@@ -129,7 +131,7 @@ impl PendingTask {
             next_poll: t.next_poll,
             _permit: t.permit,
             span: t.span,
-            timer: super::telemetry::TaskTimer::start(),
+            timer: super::telemetry::TaskTimer::start(t.submitted_us),
         }
     }
 
@@ -144,6 +146,7 @@ impl PendingTask {
             mailbox,
             is_async,
             deadline_ms: u64::MAX,
+            submitted_us: 0,
             timeout: Duration::MAX,
             permit: None,
             span: tracing::Span::none(),

@@ -94,7 +94,7 @@ pub(crate) struct Link {
     /// Asks the writer for an application-level ping now.
     pub(crate) ping_now: Notify,
     /// Milliseconds since `epoch` of the last inbound message.
-    pub(crate) last_inbound_ms: AtomicU64,
+    pub(crate) last_inbound_us: AtomicU64,
 }
 
 /// How the client ends.
@@ -137,7 +137,7 @@ impl Shared {
                 timings: Mutex::new(None),
                 pongs: watch::channel(0).0,
                 ping_now: Notify::new(),
-                last_inbound_ms: AtomicU64::new(0),
+                last_inbound_us: AtomicU64::new(0),
             },
             life: Lifecycle {
                 shutdown: AtomicBool::new(false),
@@ -168,12 +168,17 @@ impl Shared {
         self.tasks.seq.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Microseconds since the epoch.
+    pub(crate) fn now_us(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
     pub(crate) fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub(crate) fn touch_inbound(&self) {
-        self.link.last_inbound_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.link.last_inbound_us.store(self.now_us(), Ordering::Relaxed);
     }
 
     /// The error of the last failed connection attempt, if it had one.
@@ -222,7 +227,8 @@ impl Shared {
     /// with its last result.
     pub(crate) fn completed(&self, mut task: PendingTask, last: Option<crate::protocol::ResultItem>) {
         Counters::add(&self.counters.tasks_completed, 1);
-        task.timer.completed();
+        // Every completion is routed from a frame just read: its arrival is "now".
+        task.timer.completed(self.link.last_inbound_us.load(Ordering::Relaxed));
         task.span.in_scope(|| tracing::debug!("task complete"));
         task.mailbox.complete(last, task.frame.take());
     }

@@ -112,14 +112,16 @@ impl Prepared {
     fn inference(task: &ImageInference) -> Result<Self, ClientError> {
         let hint =
             task.positive_prompt.len() + task.reference_images().iter().map(|r| r.as_wire().len() + 3).sum::<usize>();
-        Prepared::new(
-            task,
-            task.task_uuid,
-            task.expected_results(),
-            task.delivery_method() == DeliveryMethod::Async,
-            "imageInference",
-            hint,
-        )
+        let mut buf = Vec::with_capacity(hint + 256);
+        task.write_json(&mut buf).map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
+        let frame = String::from_utf8(buf).map_err(|e| ClientError::Protocol(format!("task is not UTF-8: {e}")))?;
+        Ok(Prepared {
+            uuid: task.task_uuid,
+            frame,
+            expected: task.expected_results().max(1),
+            is_async: task.delivery_method() == DeliveryMethod::Async,
+            task_type: Cow::Borrowed("imageInference"),
+        })
     }
 }
 
@@ -210,12 +212,12 @@ impl IntoFuture for Submit {
     fn into_future(self) -> Submitting {
         let timeout = self.timeout.unwrap_or(self.client.inner.shared.config.task_timeout);
         // The deadline covers the wait for a slot too.
-        let deadline_ms = deadlines::deadline_ms(&self.client.inner.shared, timeout);
+        let due = deadlines::due(&self.client.inner.shared, timeout);
         let (prepared, error) = match self.prepared {
             Ok(p) => (Some(p), None),
             Err(e) => (None, Some(e)),
         };
-        Submitting { client: self.client, prepared, error, timeout, deadline_ms, no_wait: self.no_wait, waiting: None }
+        Submitting { client: self.client, prepared, error, timeout, due, no_wait: self.no_wait, waiting: None }
     }
 }
 
@@ -228,7 +230,7 @@ pub struct Submitting {
     prepared: Option<Prepared>,
     error: Option<ClientError>,
     timeout: Duration,
-    deadline_ms: u64,
+    due: deadlines::Due,
     no_wait: bool,
     waiting: Option<SlotWait>,
 }
@@ -249,7 +251,10 @@ impl Future for Submitting {
         }
         let permit = loop {
             if let Some(wait) = this.waiting.as_mut() {
-                break ready!(wait.as_mut().poll(cx))?;
+                let permit = ready!(wait.as_mut().poll(cx))?;
+                // The task's duration starts when it has a slot (its deadline does not).
+                this.due.submitted_us = this.client.inner.shared.now_us();
+                break permit;
             }
             let shared = &this.client.inner.shared;
             shared.check_open()?;
@@ -267,7 +272,7 @@ impl Future for Submitting {
             // Polled again after it completed.
             return Poll::Ready(Err(ClientError::Closed));
         };
-        Poll::Ready(this.client.register(prepared, Some(permit), this.timeout, this.deadline_ms, true))
+        Poll::Ready(this.client.register(prepared, Some(permit), this.timeout, this.due, true))
     }
 }
 

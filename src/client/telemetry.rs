@@ -52,7 +52,7 @@ pub(crate) enum Event {
 #[cfg(feature = "metrics")]
 mod imp {
     use super::Event;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     #[inline]
     pub(crate) fn count(event: Event, n: u64) {
@@ -77,20 +77,23 @@ mod imp {
     /// Held by a pending task: it is in flight while this lives.
     #[derive(Debug)]
     pub(crate) struct TaskTimer {
-        started: Instant,
+        /// Microseconds since the client's epoch (the clock the caller already read).
+        started_us: u64,
     }
 
     impl TaskTimer {
         #[inline]
-        pub(crate) fn start() -> TaskTimer {
+        pub(crate) fn start(started_us: u64) -> TaskTimer {
             metrics::gauge!("runware_tasks_in_flight").increment(1.0);
-            TaskTimer { started: Instant::now() }
+            TaskTimer { started_us }
         }
 
+        /// `now_us`: microseconds since the client's epoch.
         #[inline]
-        pub(crate) fn completed(&self) {
+        pub(crate) fn completed(&self, now_us: u64) {
             metrics::counter!("runware_tasks_completed_total").increment(1);
-            metrics::histogram!("runware_task_duration_seconds").record(self.started.elapsed().as_secs_f64());
+            let took = Duration::from_micros(now_us.saturating_sub(self.started_us));
+            metrics::histogram!("runware_task_duration_seconds").record(took.as_secs_f64());
         }
 
         #[inline]
@@ -122,11 +125,11 @@ mod imp {
 
     impl TaskTimer {
         #[inline(always)]
-        pub(crate) fn start() -> TaskTimer {
+        pub(crate) fn start(_: u64) -> TaskTimer {
             TaskTimer
         }
         #[inline(always)]
-        pub(crate) fn completed(&self) {}
+        pub(crate) fn completed(&self, _: u64) {}
         #[inline(always)]
         pub(crate) fn failed(&self, _: &'static str) {}
     }

@@ -14,6 +14,7 @@ mod shared_str;
 pub mod tag;
 mod task;
 mod validation;
+mod wire;
 
 pub use api_key::ApiKey;
 pub use decode::{DecodeError, Frame, MalformedItem, decode_frame};
