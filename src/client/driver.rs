@@ -62,15 +62,13 @@ pub(crate) async fn run<T: Transport>(
     queues: &mut Queues,
 ) -> Ended {
     let (sink, stream) = ws.split();
-    let mut reader = tokio::spawn(read_loop(shared.clone(), stream));
+    // The callers, the reader and the writer share one thread on a current-thread
+    // runtime: see `read_loop` and `Writer::yield_to_callers`.
+    let current_thread =
+        tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread;
+    let mut reader = tokio::spawn(read_loop(shared.clone(), stream, current_thread));
     let per_frame = shared.config.max_tasks_per_frame.max(1);
-    // On a multi-thread runtime the writer runs beside the callers: it yields once
-    // so that callers already running can queue their tasks into the same frame. On
-    // a current-thread runtime the callers woken before it have already run when it
-    // does, and a yield would hold the frame until every ready task had run, leaving
-    // the socket idle meanwhile.
-    let yield_to_callers =
-        tokio::runtime::Handle::current().runtime_flavor() != tokio::runtime::RuntimeFlavor::CurrentThread;
+    let yield_to_callers = !current_thread;
     let mut writer = Writer { shared, sink, generation, resumed, batch: Batch::new(per_frame), yield_to_callers };
     let ended = writer.run(queues, &mut reader).await;
     // After a write failure the socket may still hold results: let the reader take
@@ -83,7 +81,13 @@ pub(crate) async fn run<T: Transport>(
     ended
 }
 
-async fn read_loop<T: Transport>(shared: Arc<Shared>, mut stream: SplitStream<T>) -> Ended {
+/// Reads and dispatches every frame. On a current-thread runtime it would
+/// otherwise read every frame the socket holds before any caller it woke runs, so
+/// the writer would send their next tasks only after all of them and the socket
+/// would idle for a round trip each cycle: it steps aside after every
+/// [`REQUEUE_EVERY`] results instead.
+async fn read_loop<T: Transport>(shared: Arc<Shared>, mut stream: SplitStream<T>, current_thread: bool) -> Ended {
+    let mut since_requeue = 0usize;
     while let Some(msg) = stream.next().await {
         shared.touch_inbound();
         match msg {
@@ -93,8 +97,13 @@ async fn read_loop<T: Transport>(shared: Arc<Shared>, mut stream: SplitStream<T>
                 tracing::trace!(bytes = text.len(), "frame in");
                 match shared.decode(&text) {
                     Ok(frame) => {
+                        since_requeue += frame.items.len();
                         if let Some(err) = shared.dispatch(frame) {
                             return Ended::Auth(err);
+                        }
+                        if current_thread && since_requeue >= REQUEUE_EVERY {
+                            since_requeue = 0;
+                            requeue().await;
                         }
                     }
                     Err(e) => {
@@ -117,12 +126,37 @@ async fn read_loop<T: Transport>(shared: Arc<Shared>, mut stream: SplitStream<T>
     Ended::Closed(String::new())
 }
 
+/// How many results the reader routes on a current-thread runtime before it lets
+/// the callers they woke run (measured: 128–256 keeps the socket busy without a
+/// flush per frame).
+const REQUEUE_EVERY: usize = 256;
+
+/// Puts the running task at the back of the runtime's queue once (a wake of its
+/// own, not `yield_now`, which on a current-thread runtime waits for the I/O
+/// driver and every other ready task first).
+fn requeue() -> impl std::future::Future<Output = ()> {
+    let mut queued = false;
+    std::future::poll_fn(move |cx| {
+        if queued {
+            return std::task::Poll::Ready(());
+        }
+        queued = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    })
+}
+
 struct Writer<'a, T: Transport> {
     shared: &'a Arc<Shared>,
     sink: SplitSink<T, Message>,
     generation: u64,
     resumed: bool,
     batch: Batch,
+    /// On a multi-thread runtime the writer runs beside the callers: it yields once
+    /// so that callers already running can queue their tasks into the same frame. On
+    /// a current-thread runtime the callers woken before it have already run when it
+    /// does, and a yield would hold the frame until every ready task had run (the
+    /// I/O driver included), leaving the socket idle meanwhile.
     yield_to_callers: bool,
 }
 

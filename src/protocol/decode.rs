@@ -260,3 +260,70 @@ fn json_kind(raw: &str) -> &'static str {
         _ => "a number",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A value for `key`: mostly the type the decoder expects, often not.
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("\"0b3f6c6e-2a1d-4c5e-9f3a-7d6b5c4a3e21\"".to_string()),
+            Just("\"0B3F6C6E2A1D4C5E9F3A7D6B5C4A3E21\"".to_string()),
+            Just("\"not a uuid\"".to_string()),
+            Just("\"esc\\\"aped\\n\"".to_string()),
+            Just("\"\\u0030b3f6c6e-2a1d-4c5e-9f3a-7d6b5c4a3e21\"".to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<i64>().prop_map(|n| n.to_string()),
+            (-1e6f64..1e6).prop_map(|f| format!("{f:?}")),
+            Just("1e400".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            Just("null".to_string()),
+            Just("{\"a\":[1,\"b\"]}".to_string()),
+            Just("[]".to_string()),
+            "[a-z ]{0,12}".prop_map(|s| format!("\"{s}\"")),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = &'static str> {
+        prop_oneof![
+            Just("taskType"),
+            Just("taskUUID"),
+            Just("imageUUID"),
+            Just("imageURL"),
+            Just("imageBase64Data"),
+            Just("seed"),
+            Just("NSFWContent"),
+            Just("cost"),
+            Just("status"),
+            Just("progress"),
+            Just("pong"),
+            Just("mediaUUID"),
+            Just("other"),
+        ]
+    }
+
+    proptest! {
+        /// The one-pass decoder and the lenient one agree on every frame the fast
+        /// path accepts, and the fast path falls back whenever a field has a type
+        /// it does not expect.
+        #[test]
+        fn the_fast_path_decodes_as_the_lenient_one(
+            items in prop::collection::vec(prop::collection::vec((key(), value()), 0..6), 0..4)
+        ) {
+            let data: Vec<String> = items
+                .iter()
+                .map(|fields| {
+                    let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+                    format!("{{{}}}", body.join(","))
+                })
+                .collect();
+            let text = SharedStr::from(format!("{{\"data\":[{}]}}", data.join(",")));
+            let fast = decode_frame(&text).expect("decodes");
+            let lenient = decode_lenient(&text).expect("decodes");
+            prop_assert_eq!(fast, lenient);
+        }
+    }
+}

@@ -217,6 +217,32 @@ impl<'de, 'f> Visitor<'de> for ItemSeed<'f> {
                 }
                 continue;
             }
+            if self.strict {
+                // One pass for the other fields the client reads on every result;
+                // a value of another type fails the item (the lenient decoder then
+                // keeps it in `extra`).
+                match key.as_ref() {
+                    "taskUUID" => {
+                        let CowStr(s) = map.next_value()?;
+                        let uuid = Uuid::parse_str(&s).map_err(|_| de::Error::custom("taskUUID is not a UUID"))?;
+                        item.task_uuid = Some(uuid);
+                        continue;
+                    }
+                    "seed" => {
+                        item.seed = Some(map.next_value()?);
+                        continue;
+                    }
+                    "NSFWContent" => {
+                        item.nsfw_content = Some(map.next_value()?);
+                        continue;
+                    }
+                    "cost" => {
+                        item.cost = Some(map.next_value()?);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             let raw: &'de RawValue = map.next_value()?;
             let text = raw.get();
             // Typed parse of a known field; on a type mismatch the raw value is kept in extra.
