@@ -6,7 +6,8 @@
 //! reconnect delays followed the policy, and dead sockets were found within the
 //! keepalive bound.
 //!
-//! `cargo test --test chaos` runs 2,000 tasks at 256 in flight with ≥ 50 faults.
+//! `cargo test --test chaos` runs 2,000 tasks at 256 in flight with ≥ 50 faults, and 1,000
+//! with ≥ 25 faults on a current-thread runtime.
 //! The soak: `CHAOS_TASKS=100000 CHAOS_FAULTS=1000 cargo test --release --test chaos -- --ignored --nocapture`.
 //! Replay a failure with `CHAOS_SEED=<seed printed by the failing run>`.
 
@@ -265,6 +266,14 @@ async fn run(plan: Plan) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_2000_tasks_256_in_flight_50_faults() {
     run(Plan::from_env(2000, 50)).await;
+}
+
+/// The same promise with the client, the emulator and the callers on one thread:
+/// the reader's and the writer's current-thread scheduling (`driver::REQUEUE_EVERY`,
+/// no writer yield) under every fault.
+#[tokio::test(flavor = "current_thread")]
+async fn chaos_1000_tasks_on_a_current_thread_runtime_25_faults() {
+    run(Plan::from_env(1000, 25)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
