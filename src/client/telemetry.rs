@@ -91,9 +91,11 @@ mod imp {
         /// `now_us`: microseconds since the client's epoch.
         #[inline]
         pub(crate) fn completed(&self, now_us: u64) {
-            metrics::counter!("runware_tasks_completed_total").increment(1);
+            // The duration first: a scrape that counts a task completed (exporters
+            // read counters before histograms) then also has its duration.
             let took = Duration::from_micros(now_us.saturating_sub(self.started_us));
             metrics::histogram!("runware_task_duration_seconds").record(took.as_secs_f64());
+            metrics::counter!("runware_tasks_completed_total").increment(1);
         }
 
         #[inline]
