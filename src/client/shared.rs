@@ -93,7 +93,8 @@ pub(crate) struct Link {
     pub(crate) pongs: watch::Sender<u64>,
     /// Asks the writer for an application-level ping now.
     pub(crate) ping_now: Notify,
-    /// Milliseconds since `epoch` of the last inbound message.
+    /// Microseconds since `epoch` of the last inbound message (also the time of
+    /// the completions routed from it).
     pub(crate) last_inbound_us: AtomicU64,
 }
 

@@ -91,8 +91,9 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// Serializes `task` once, into a buffer sized from `size_hint` (the task's
-    /// large strings) so that it is neither regrown nor left with much slack.
+    /// Serializes `task` once (with `serde_json`), into a buffer sized from
+    /// `size_hint` (the task's large strings) so that it is neither regrown nor
+    /// left with much slack.
     fn new(
         task: &impl serde::Serialize,
         uuid: Uuid,
@@ -101,26 +102,32 @@ impl Prepared {
         task_type: impl Into<Cow<'static, str>>,
         size_hint: usize,
     ) -> Result<Self, ClientError> {
-        let mut buf = Vec::with_capacity(size_hint + 256);
-        serde_json::to_writer(&mut buf, task)
-            .map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
-        let frame = String::from_utf8(buf).map_err(|e| ClientError::Protocol(format!("task is not UTF-8: {e}")))?;
+        let frame = Prepared::write(size_hint, |buf| serde_json::to_writer(buf, task))?;
         Ok(Prepared { uuid, frame, expected: expected.max(1), is_async, task_type: task_type.into() })
     }
 
-    /// An already validated inference task.
+    /// The frame `write` produces; `write` must write UTF-8 (`serde_json` and
+    /// [`ImageInference::write_json`] do).
+    fn write(
+        size_hint: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), serde_json::Error>,
+    ) -> Result<String, ClientError> {
+        let mut buf = Vec::with_capacity(size_hint + 256);
+        write(&mut buf).map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
+        debug_assert!(std::str::from_utf8(&buf).is_ok());
+        // SAFETY: both writers emit only UTF-8 (serde_json never emits invalid
+        // UTF-8; `write_json` appends ASCII, whole `&str` values and serde_json's
+        // output), checked again in debug builds.
+        Ok(unsafe { String::from_utf8_unchecked(buf) })
+    }
+
+    /// An already validated inference task, written by its hand-written writer.
     fn inference(task: &ImageInference) -> Result<Self, ClientError> {
         let hint =
             task.positive_prompt.len() + task.reference_images().iter().map(|r| r.as_wire().len() + 3).sum::<usize>();
-        let mut buf = Vec::with_capacity(hint + 256);
-        task.write_json(&mut buf).map_err(|e| ClientError::Protocol(format!("cannot serialize task: {e}")))?;
-        debug_assert!(std::str::from_utf8(&buf).is_ok());
-        // SAFETY: `write_json` appends only ASCII, bytes of `&str` values whole, and
-        // serde_json's output, all UTF-8 (checked again in debug builds).
-        let frame = unsafe { String::from_utf8_unchecked(buf) };
         Ok(Prepared {
             uuid: task.task_uuid,
-            frame,
+            frame: Prepared::write(hint, |buf| task.write_json(buf))?,
             expected: task.expected_results().max(1),
             is_async: task.delivery_method() == DeliveryMethod::Async,
             task_type: Cow::Borrowed("imageInference"),
