@@ -7,6 +7,7 @@
 //! (and an implicit transaction) of its own.
 
 use super::FleetError;
+use super::queue::migration as sql;
 use super::schema::{MIGRATION_LOCK, MIGRATIONS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -150,18 +151,9 @@ impl Db {
         let mut client = self.connect().await?;
         let st = |what| move |source| FleetError::Statement { what, source };
         let tx = client.transaction().await.map_err(st("start the migration"))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(st("lock the schema"))?;
-        tx.batch_execute(
-            "CREATE TABLE IF NOT EXISTS runware_fleet_schema (
-                version integer PRIMARY KEY,
-                applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .map_err(st("create the schema table"))?;
-        let row = tx
-            .query_one("SELECT COALESCE(max(version), 0) FROM runware_fleet_schema", &[])
-            .await
-            .map_err(st("read the schema version"))?;
+        tx.execute(sql::LOCK, &[&MIGRATION_LOCK]).await.map_err(st("lock the schema"))?;
+        tx.batch_execute(sql::CREATE_VERSIONS).await.map_err(st("create the schema table"))?;
+        let row = tx.query_one(sql::READ_VERSION, &[]).await.map_err(st("read the schema version"))?;
         let found: i32 = row.get(0);
         let known = MIGRATIONS.len() as i32;
         if found > known {
@@ -169,9 +161,7 @@ impl Db {
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             tx.batch_execute(sql).await.map_err(st("apply a migration"))?;
-            tx.execute("INSERT INTO runware_fleet_schema (version) VALUES ($1)", &[&(i as i32 + 1)])
-                .await
-                .map_err(st("record a migration"))?;
+            tx.execute(sql::RECORD_VERSION, &[&(i as i32 + 1)]).await.map_err(st("record a migration"))?;
             tracing::info!(version = i + 1, "fleet schema migrated");
         }
         tx.commit().await.map_err(st("commit the migration"))?;

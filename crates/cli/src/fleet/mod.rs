@@ -12,12 +12,17 @@
 //! taskUUID and recovered by the server's `conflictTaskUUID` → `getResponse`; only
 //! a failure the server reported advances the attempt (compare-and-set on the
 //! attempt number); the first completion wins.
+//!
+//! Every statement is in [`queue`], named and documented with the state change it
+//! makes; the states are the enums of [`states`].
 
 pub mod admin;
 pub mod conninfo;
 pub mod db;
+pub mod queue;
 pub mod references;
 pub mod schema;
+pub mod states;
 pub mod submit;
 pub mod tls;
 pub mod worker;

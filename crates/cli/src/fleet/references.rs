@@ -12,6 +12,7 @@
 
 use super::FleetError;
 use super::db::{Db, stmt};
+use super::queue::references as sql;
 use runware_ws::client::{Client, ReferenceCache};
 use serde_json::Value;
 use std::collections::HashMap;
@@ -30,14 +31,7 @@ pub struct Kept {
 pub async fn keep(c: &tokio_postgres::Client, batch: Uuid, kept: &[Kept]) -> Result<(), FleetError> {
     let uuids: Vec<Uuid> = kept.iter().map(|k| k.image_uuid).collect();
     let data: Vec<&str> = kept.iter().map(|k| k.data.as_str()).collect();
-    c.execute(
-        "INSERT INTO runware_fleet_references (batch_id, original, current, data)
-         SELECT $1, u, u, d FROM unnest($2::uuid[], $3::text[]) AS x(u, d)
-         ON CONFLICT (batch_id, original) DO NOTHING",
-        &[&batch, &uuids, &data],
-    )
-    .await
-    .map_err(stmt("keep the uploaded references"))?;
+    c.execute(sql::KEEP, &[&batch, &uuids, &data]).await.map_err(stmt("keep the uploaded references"))?;
     Ok(())
 }
 
@@ -51,12 +45,8 @@ pub struct Renewed {
 impl Renewed {
     /// Learns every renewal made so far.
     pub async fn load(db: &Db, client: Client) -> Result<Renewed, FleetError> {
-        let rows = db
-            .client()
-            .await?
-            .query("SELECT original, current FROM runware_fleet_references WHERE original <> current", &[])
-            .await
-            .map_err(stmt("read the renewed references"))?;
+        let rows =
+            db.client().await?.query(sql::LOAD_RENEWED, &[]).await.map_err(stmt("read the renewed references"))?;
         let current = rows.into_iter().map(|r| (r.get(0), r.get(1))).collect();
         Ok(Renewed { current: Mutex::new(current), uploads: ReferenceCache::new(client) })
     }
@@ -77,10 +67,7 @@ impl Renewed {
         let rows = db
             .client()
             .await?
-            .query(
-                "SELECT original, current FROM runware_fleet_references WHERE batch_id = $1 AND original = ANY($2)",
-                &[&batch, &originals],
-            )
+            .query(sql::LEARN, &[&batch, &originals])
             .await
             .map_err(stmt("read the renewed references"))?;
         let mut current = lock(&self.current);
@@ -101,13 +88,7 @@ impl Renewed {
             return Ok(false);
         }
         let c = db.client().await?;
-        let rows = c
-            .query(
-                "SELECT original, current, data FROM runware_fleet_references WHERE batch_id = $1 AND original = ANY($2)",
-                &[&batch, &originals],
-            )
-            .await
-            .map_err(stmt("read the kept references"))?;
+        let rows = c.query(sql::READ_KEPT, &[&batch, &originals]).await.map_err(stmt("read the kept references"))?;
         let mut renewed = false;
         for row in rows {
             let (original, current, data): (Uuid, Uuid, String) = (row.get(0), row.get(1), row.get(2));
@@ -128,24 +109,17 @@ impl Renewed {
                     continue;
                 }
                 let won = c
-                    .query_opt(
-                        "UPDATE runware_fleet_references SET current = $4, renewed_at = now()
-                         WHERE batch_id = $1 AND original = $2 AND current = $3 RETURNING current",
-                        &[&batch, &original, &current, &fresh],
-                    )
+                    .query_opt(sql::RECORD_RENEWAL, &[&batch, &original, &current, &fresh])
                     .await
                     .map_err(stmt("record a renewed reference"))?;
                 if won.is_some() {
                     tracing::info!(%original, %fresh, "reference image uploaded again (the server had forgotten it)");
                     fresh
                 } else {
-                    c.query_one(
-                        "SELECT current FROM runware_fleet_references WHERE batch_id = $1 AND original = $2",
-                        &[&batch, &original],
-                    )
-                    .await
-                    .map_err(stmt("read a renewed reference"))?
-                    .get(0)
+                    c.query_one(sql::READ_CURRENT, &[&batch, &original])
+                        .await
+                        .map_err(stmt("read a renewed reference"))?
+                        .get(0)
                 }
             };
             lock(&self.current).insert(original, now);

@@ -16,7 +16,9 @@
 
 use super::FleetError;
 use super::db::{Db, stmt};
+use super::queue::submit as sql;
 use super::references::{self, Kept};
+use super::states::TaskState;
 use crate::args::{ApiArgs, SubmitArgs};
 use crate::batch::identity;
 use crate::batch::journal::Loaded;
@@ -69,7 +71,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     let known: std::collections::HashSet<String> = db
         .client()
         .await?
-        .query("SELECT line_key FROM runware_fleet_tasks WHERE batch_id = $1", &[&id])
+        .query(sql::QUEUED_LINES, &[&id])
         .await
         .map_err(stmt("read the queued lines"))?
         .into_iter()
@@ -149,10 +151,7 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     });
     let c = db.client().await?;
     c.execute(
-        "INSERT INTO runware_fleet_batches (id, name, endpoint, options, max_in_flight, max_attempts, max_deliveries, max_cost)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         ON CONFLICT (id) DO UPDATE SET max_in_flight = EXCLUDED.max_in_flight, max_attempts = EXCLUDED.max_attempts,
-             max_deliveries = EXCLUDED.max_deliveries, max_cost = EXCLUDED.max_cost",
+        sql::CREATE_BATCH,
         &[
             &id,
             &name,
@@ -172,23 +171,9 @@ pub async fn run(api: ApiArgs, args: SubmitArgs, out: &Output) -> Result<u8, Cli
     for chunk in rows.chunks(CHUNK) {
         added += insert(&c, id, chunk).await?;
     }
-    let withdrawn = c
-        .execute(
-            "DELETE FROM runware_fleet_tasks
-             WHERE batch_id = $1 AND state = 'queued' AND first_sent_at IS NULL AND deliveries = 0
-               AND NOT (line_key = ANY($2::text[]))",
-            &[&id, &present],
-        )
-        .await
-        .map_err(stmt("withdraw the lines no longer in the file"))?;
-    c.execute(
-        "UPDATE runware_fleet_tasks t SET line_no = x.l, updated_at = now()
-         FROM unnest($2::text[], $3::int[]) AS x(k, l)
-         WHERE t.batch_id = $1 AND t.line_key = x.k AND t.line_no <> x.l",
-        &[&id, &moved.0, &moved.1],
-    )
-    .await
-    .map_err(stmt("renumber the lines that moved"))?;
+    let withdrawn =
+        c.execute(sql::WITHDRAW, &[&id, &present]).await.map_err(stmt("withdraw the lines no longer in the file"))?;
+    c.execute(sql::RENUMBER, &[&id, &moved.0, &moved.1]).await.map_err(stmt("renumber the lines that moved"))?;
     let total = rows.len() as u64 + already;
     if out.is_json() {
         out.json_value(
@@ -262,15 +247,10 @@ async fn insert(c: &tokio_postgres::Client, batch: Uuid, rows: &[Row]) -> Result
     let requests: Vec<&Value> = rows.iter().map(|r| &r.request).collect();
     let wanted: Vec<i32> = rows.iter().map(|r| r.wanted as i32).collect();
     let uuids: Vec<Uuid> = rows.iter().map(|r| r.task_uuid).collect();
-    let states: Vec<&str> = rows.iter().map(|r| if r.error.is_some() { "failed" } else { "queued" }).collect();
+    let states: Vec<TaskState> =
+        rows.iter().map(|r| if r.error.is_some() { TaskState::Failed } else { TaskState::Queued }).collect();
     let errors: Vec<Option<&Value>> = rows.iter().map(|r| r.error.as_ref()).collect();
-    c.execute(
-        "INSERT INTO runware_fleet_tasks (batch_id, line_key, line_no, request, wanted, task_uuid, state, error, finished_at)
-         SELECT $1, k, l, r, w, u, s, e, CASE WHEN s = 'failed' THEN now() END
-         FROM unnest($2::text[], $3::int[], $4::jsonb[], $5::int[], $6::uuid[], $7::text[], $8::jsonb[]) AS x(k, l, r, w, u, s, e)
-         ON CONFLICT (batch_id, line_key) DO NOTHING",
-        &[&batch, &keys, &lines, &requests, &wanted, &uuids, &states, &errors],
-    )
-    .await
-    .map_err(stmt("insert the tasks"))
+    c.execute(sql::INSERT_TASKS, &[&batch, &keys, &lines, &requests, &wanted, &uuids, &states, &errors])
+        .await
+        .map_err(stmt("insert the tasks"))
 }

@@ -21,7 +21,9 @@
 
 use super::FleetError;
 use super::db::{Conn, Db, stmt};
+use super::queue::worker as sql;
 use super::references::Renewed;
+use super::states::TaskState;
 use crate::args::{ApiArgs, WorkerArgs};
 use crate::batch::attempts::backoff;
 use crate::batch::identity;
@@ -96,12 +98,9 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     let host = hostname();
     {
         let c = db.client().await?;
-        c.exec(
-            "INSERT INTO runware_fleet_workers (id, host, pid, endpoint) VALUES ($1, $2, $3, $4)",
-            &[&worker, &host, &(std::process::id() as i32), &endpoint_id],
-        )
-        .await
-        .map_err(stmt("register the worker"))?;
+        c.exec(sql::REGISTER, &[&worker, &host, &(std::process::id() as i32), &endpoint_id])
+            .await
+            .map_err(stmt("register the worker"))?;
     }
     tokio::fs::create_dir_all(&args.out).await.map_err(|source| CliError::Write { path: args.out.clone(), source })?;
     let endpoint = Endpoint::resolve(&api, out).await?;
@@ -265,39 +264,7 @@ fn hostname() -> String {
 
 async fn claim(ctx: &Ctx, n: usize) -> Result<Vec<Claimed>, FleetError> {
     let c = ctx.db.client().await?;
-    let rows = c
-        .rows(
-            "WITH b AS (
-                SELECT b.id, b.max_in_flight FROM runware_fleet_batches b
-                WHERE b.state = 'active' AND b.endpoint = $1
-                  AND (b.backoff_until IS NULL OR b.backoff_until <= now())
-                  AND (b.max_cost IS NULL
-                       OR (SELECT COALESCE(sum(s.cost), 0) FROM runware_fleet_tasks s WHERE s.batch_id = b.id) < b.max_cost)
-                  AND (SELECT count(*) FROM runware_fleet_tasks l WHERE l.batch_id = b.id AND l.state = 'leased') < b.max_in_flight
-                  AND EXISTS (SELECT 1 FROM runware_fleet_tasks q WHERE q.batch_id = b.id AND q.state = 'queued'
-                              AND (q.not_before IS NULL OR q.not_before <= now()))
-                ORDER BY b.created_at, b.id
-                LIMIT 1
-                FOR UPDATE SKIP LOCKED
-             ), room AS (
-                SELECT b.id, (b.max_in_flight - (SELECT count(*) FROM runware_fleet_tasks l
-                              WHERE l.batch_id = b.id AND l.state = 'leased'))::int AS n FROM b
-             ), c AS (
-                SELECT t.batch_id, t.line_key FROM runware_fleet_tasks t JOIN room ON t.batch_id = room.id
-                WHERE t.state = 'queued' AND (t.not_before IS NULL OR t.not_before <= now())
-                ORDER BY t.line_no
-                LIMIT LEAST($3::int, (SELECT GREATEST(n, 0) FROM room))
-                FOR UPDATE OF t SKIP LOCKED
-             )
-             UPDATE runware_fleet_tasks t
-             SET state = 'leased', lease_owner = $2, leased_at = now(), deliveries = t.deliveries + 1,
-                 first_sent_at = COALESCE(t.first_sent_at, now()), updated_at = now()
-             FROM c WHERE t.batch_id = c.batch_id AND t.line_key = c.line_key
-             RETURNING t.batch_id, t.line_key, t.line_no, t.request, t.wanted, t.attempt, t.task_uuid, t.images, t.error",
-            &[&ctx.endpoint, &ctx.worker, &(n as i32)],
-        )
-        .await
-        .map_err(stmt("claim tasks"))?;
+    let rows = c.rows(sql::CLAIM, &[&ctx.endpoint, &ctx.worker, &(n as i32)]).await.map_err(stmt("claim tasks"))?;
     Ok(rows
         .into_iter()
         .map(|r| Claimed {
@@ -318,14 +285,7 @@ async fn claim(ctx: &Ctx, n: usize) -> Result<Vec<Claimed>, FleetError> {
 /// True when no active batch of this endpoint has a task queued or leased.
 async fn nothing_left(ctx: &Ctx) -> Result<bool, FleetError> {
     let c = ctx.db.client().await?;
-    let row = c
-        .query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM runware_fleet_tasks t JOIN runware_fleet_batches b ON b.id = t.batch_id
-                                WHERE b.endpoint = $1 AND b.state = 'active' AND t.state IN ('queued', 'leased'))",
-            &[&ctx.endpoint],
-        )
-        .await
-        .map_err(stmt("look for work"))?;
+    let row = c.query_one(sql::NOTHING_LEFT, &[&ctx.endpoint]).await.map_err(stmt("look for work"))?;
     Ok(row.get(0))
 }
 
@@ -337,24 +297,9 @@ async fn heartbeat(db: Arc<Db>, worker: Uuid, lease: Duration) {
         tick.tick().await;
         let beat = async {
             let c = db.client().await?;
-            c.exec("UPDATE runware_fleet_workers SET last_seen = now() WHERE id = $1", &[&worker])
-                .await
-                .map_err(stmt("heartbeat"))?;
+            c.exec(sql::HEARTBEAT, &[&worker]).await.map_err(stmt("heartbeat"))?;
             let swept = c
-                .execute(
-                    "UPDATE runware_fleet_tasks t
-                     SET state = CASE WHEN t.deliveries >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
-                         error = CASE WHEN t.deliveries >= b.max_deliveries THEN jsonb_build_object(
-                                     'code', 'deliveredTooOften',
-                                     'message', 'handed out ' || t.deliveries || ' times without an outcome; last: '
-                                                || COALESCE(t.error->>'message', 'its worker went silent'))
-                                 ELSE t.error END,
-                         lease_owner = NULL, updated_at = now()
-                     FROM runware_fleet_batches b, runware_fleet_workers w
-                     WHERE t.batch_id = b.id AND t.state = 'leased' AND w.id = t.lease_owner AND w.id <> $1
-                       AND w.last_seen < now() - make_interval(secs => $2)",
-                    &[&worker, &lease.as_secs_f64()],
-                )
+                .execute(sql::SWEEP, &[&worker, &lease.as_secs_f64()])
                 .await
                 .map_err(stmt("hand back silent workers' leases"))?;
             Ok::<u64, FleetError>(swept)
@@ -376,13 +321,7 @@ async fn heartbeat(db: Arc<Db>, worker: Uuid, lease: Duration) {
 async fn pause_endpoint(db: &Db, endpoint: &str, reason: &str) {
     let r = async {
         let c = db.client().await?;
-        c.exec(
-            "UPDATE runware_fleet_batches SET state = 'paused', paused_reason = $2, paused_at = now()
-             WHERE endpoint = $1 AND state = 'active'",
-            &[&endpoint, &reason],
-        )
-        .await
-        .map_err(stmt("pause the batches"))
+        c.exec(sql::PAUSE_ENDPOINT, &[&endpoint, &reason]).await.map_err(stmt("pause the batches"))
     }
     .await;
     if let Err(e) = r {
@@ -392,18 +331,12 @@ async fn pause_endpoint(db: &Db, endpoint: &str, reason: &str) {
 
 async fn resume_after_auth(db: &Db, endpoint: &str) -> Result<u64, FleetError> {
     let c = db.client().await?;
-    c.exec(
-        "UPDATE runware_fleet_batches SET state = 'active', paused_reason = NULL, paused_at = NULL
-         WHERE endpoint = $1 AND state = 'paused' AND paused_reason LIKE 'auth:%'",
-        &[&endpoint],
-    )
-    .await
-    .map_err(stmt("resume the batches"))
+    c.exec(sql::RESUME_AFTER_AUTH, &[&endpoint]).await.map_err(stmt("resume the batches"))
 }
 
 async fn mark_stopped(db: &Db, worker: Uuid) {
     if let Ok(c) = db.client().await {
-        let _ = c.execute("UPDATE runware_fleet_workers SET stopped_at = now() WHERE id = $1", &[&worker]).await;
+        let _ = c.execute(sql::MARK_STOPPED, &[&worker]).await;
     }
 }
 
@@ -411,14 +344,7 @@ async fn mark_stopped(db: &Db, worker: Uuid) {
 async fn release_all(db: &Db, worker: Uuid) -> u64 {
     let r = db
         .retrying(Duration::from_secs(10), |c| async move {
-            c.exec(
-                "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL,
-                     deliveries = GREATEST(deliveries - 1, 0), updated_at = now()
-                 WHERE lease_owner = $1 AND state = 'leased'",
-                &[&worker],
-            )
-            .await
-            .map_err(stmt("hand back the leases"))
+            c.exec(sql::RELEASE_ALL, &[&worker]).await.map_err(stmt("hand back the leases"))
         })
         .await;
     r.unwrap_or_else(|e| {
@@ -467,15 +393,7 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
             record(ctx, "record a result", move |c| {
                 let (images, results, key) = (images.clone(), results.clone(), key.clone());
                 async move {
-                    c.exec(
-                        "UPDATE runware_fleet_tasks
-                         SET state = 'done', images = $4, results = $5, cost = $6, latency_ms = $7, error = NULL,
-                             lease_owner = NULL, finished_at = now(), updated_at = now()
-                         WHERE batch_id = $1 AND line_key = $2 AND attempt = $3
-                           AND state IN ('queued', 'leased', 'dead', 'paused')",
-                        &[&batch, &key, &attempt, &images, &results, &cost, &latency_ms],
-                    )
-                    .await
+                    c.exec(sql::RECORD_DONE, &[&batch, &key, &attempt, &images, &results, &cost, &latency_ms]).await
                 }
             })
             .await
@@ -487,7 +405,7 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
         }
         End::Failed { code, message, parameter } => {
             let error = json!({"code": code, "message": message, "parameter": parameter, "final": true});
-            finish_failed(ctx, &task, "failed", error, images, cost).await
+            finish_failed(ctx, &task, TaskState::Failed, error, images, cost).await
         }
         End::Retry { code, message, rate_limited } => {
             let same_again = rate_limited && !last_rate_limited(&task);
@@ -501,7 +419,7 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
                 release(ctx, &task, error, images, cost, true).await
             } else if task.images.len() as i32 >= task.wanted {
                 let error = json!({"code": code, "message": message});
-                finish_failed(ctx, &task, "done", error, images, cost).await
+                finish_failed(ctx, &task, TaskState::Done, error, images, cost).await
             } else {
                 advance(ctx, &task, json!({"code": code, "message": message}), images, cost).await
             }
@@ -560,13 +478,9 @@ async fn renew_references(ctx: &Ctx, task: &Claimed) -> bool {
 /// recording an outcome failed).
 async fn abandon(ctx: &Ctx, task: &Claimed) -> Result<u64, FleetError> {
     let c = ctx.db.client().await?;
-    c.exec(
-        "UPDATE runware_fleet_tasks SET state = 'queued', lease_owner = NULL, updated_at = now()
-         WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state = 'leased' AND lease_owner = $4",
-        &[&task.batch, &task.key, &task.attempt, &ctx.worker],
-    )
-    .await
-    .map_err(stmt("hand the task back"))
+    c.exec(sql::ABANDON, &[&task.batch, &task.key, &task.attempt, &ctx.worker])
+        .await
+        .map_err(stmt("hand the task back"))
 }
 
 fn last_rate_limited(task: &Claimed) -> bool {
@@ -597,7 +511,7 @@ where
 async fn finish_failed(
     ctx: &Ctx,
     task: &Claimed,
-    state: &'static str,
+    state: TaskState,
     error: Value,
     images: Value,
     cost: f64,
@@ -605,15 +519,7 @@ async fn finish_failed(
     let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
     record(ctx, "record a failure", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
-        async move {
-            c.exec(
-                "UPDATE runware_fleet_tasks
-                 SET state = $4, error = $5, images = $6, cost = $7, lease_owner = NULL, finished_at = now(), updated_at = now()
-                 WHERE batch_id = $1 AND line_key = $2 AND attempt = $3 AND state IN ('queued', 'leased', 'dead', 'paused')",
-                &[&batch, &key, &attempt, &state, &error, &images, &cost],
-            )
-            .await
-        }
+        async move { c.exec(sql::RECORD_END, &[&batch, &key, &attempt, &state, &error, &images, &cost]).await }
     })
     .await
 }
@@ -627,18 +533,8 @@ async fn advance(ctx: &Ctx, task: &Claimed, error: Value, images: Value, cost: f
     record(ctx, "start the next attempt", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
         async move {
-            c.exec(
-                "UPDATE runware_fleet_tasks t
-                 SET attempt = $4, task_uuid = $5, error = $6, images = $7, cost = $8, lease_owner = NULL,
-                     state = CASE WHEN $4 - t.retry_base > b.max_attempts THEN 'parked' ELSE 'queued' END,
-                     finished_at = CASE WHEN $4 - t.retry_base > b.max_attempts THEN now() END,
-                     not_before = now() + make_interval(secs => $9), updated_at = now()
-                 FROM runware_fleet_batches b
-                 WHERE b.id = t.batch_id AND t.batch_id = $1 AND t.line_key = $2 AND t.attempt = $3
-                   AND t.state IN ('queued', 'leased', 'dead', 'paused')",
-                &[&batch, &key, &attempt, &next, &uuid, &error, &images, &cost, &wait.as_secs_f64()],
-            )
-            .await
+            c.exec(sql::ADVANCE, &[&batch, &key, &attempt, &next, &uuid, &error, &images, &cost, &wait.as_secs_f64()])
+                .await
         }
     })
     .await
@@ -659,17 +555,7 @@ async fn release(
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
         async move {
             c.exec(
-                "UPDATE runware_fleet_tasks t
-                 SET deliveries = t.deliveries - $5,
-                     state = CASE WHEN t.deliveries - $5 >= b.max_deliveries THEN 'dead' ELSE 'queued' END,
-                     error = CASE WHEN t.deliveries - $5 >= b.max_deliveries
-                                  THEN $6::jsonb || jsonb_build_object('code', 'deliveredTooOften', 'message',
-                                       'handed out ' || t.deliveries || ' times without an outcome; last: ' || ($6::jsonb->>'message'))
-                                  ELSE $6::jsonb END,
-                     images = $7, cost = $8, lease_owner = NULL, updated_at = now()
-                 FROM runware_fleet_batches b
-                 WHERE b.id = t.batch_id AND t.batch_id = $1 AND t.line_key = $2 AND t.attempt = $3
-                   AND t.state = 'leased' AND t.lease_owner = $4",
+                sql::RELEASE,
                 &[&batch, &key, &attempt, &worker, &give_back, &error, &images, &cost],
             )
             .await
@@ -682,13 +568,7 @@ async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
     let wait = backoff(ctx.retry_backoff, 1).min(MAX_BACKOFF);
     let r = async {
         let c = ctx.db.client().await?;
-        c.exec(
-            "UPDATE runware_fleet_batches SET backoff_until = GREATEST(COALESCE(backoff_until, now()), now() + make_interval(secs => $2))
-             WHERE id = $1",
-            &[&batch, &wait.as_secs_f64()],
-        )
-        .await
-        .map_err(stmt("back the batch off"))
+        c.exec(sql::BACK_OFF, &[&batch, &wait.as_secs_f64()]).await.map_err(stmt("back the batch off"))
     }
     .await;
     if let Err(e) = r {
