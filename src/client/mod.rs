@@ -418,6 +418,11 @@ impl Client {
         Ok(self.attach(task_uuid, expected, None).await?.await?)
     }
 
+    /// The configuration the client was built with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.shared.config
+    }
+
     /// Watches the connection state.
     pub fn state(&self) -> watch::Receiver<ConnectionState> {
         self.inner.shared.link.state.subscribe()

@@ -3,8 +3,8 @@
 //! temporary file in the target directory and renamed into place, so a file with
 //! the final name is always complete.
 
-use super::batch::journal::ImageRecord;
 use super::error::CliError;
+use runware_jobs::record::ImageRecord;
 use runware_ws::client::ImageOutput;
 use runware_ws::client::ImageResult;
 use runware_ws::protocol::sniff_image_mime;

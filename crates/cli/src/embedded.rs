@@ -34,7 +34,7 @@ impl std::fmt::Debug for Endpoint {
 /// `embedded emulator` when it will start one (no key and no `--url`).
 pub fn endpoint_id(api: &ApiArgs) -> String {
     match (&api.url, &api.api_key) {
-        (None, None) => super::batch::journal::EMBEDDED_ENDPOINT.to_string(),
+        (None, None) => runware_jobs::store::journal::EMBEDDED_ENDPOINT.to_string(),
         (url, _) => url.clone().unwrap_or_else(|| DEFAULT_URL.to_string()),
     }
 }

@@ -62,6 +62,17 @@ pub enum CliError {
     Other(String),
 }
 
+impl From<runware_jobs::store::journal::JournalError> for CliError {
+    fn from(e: runware_jobs::store::journal::JournalError) -> Self {
+        use runware_jobs::store::journal::JournalError;
+        match e {
+            JournalError::Read { path, source } => CliError::Read { path, source },
+            JournalError::Write { path, source } => CliError::Write { path, source },
+            JournalError::Other(m) => CliError::Other(m),
+        }
+    }
+}
+
 impl CliError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> u8 {

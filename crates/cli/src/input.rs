@@ -13,8 +13,9 @@
 //! `imageInference` lines are parsed as [`ImageInference`] and, for `bfl:3@1`,
 //! checked against every Kontext \[pro\] rule; other task types go as [`RawTask`].
 
+/// A task ready to submit: the job runner's task.
+pub use runware_jobs::JobTask as Task;
 use runware_ws::protocol::kontext::{MODEL, rules};
-use runware_ws::protocol::pricing;
 use runware_ws::protocol::{
     DeliveryMethod, ImageInference, KontextSize, KontextTask, OutputFormat, OutputType, ProviderSettings, RawTask,
     ReferenceImage, Safety, ValidationError, Violation,
@@ -22,125 +23,6 @@ use runware_ws::protocol::{
 use serde_json::{Map, Value};
 use std::path::Path;
 use uuid::Uuid;
-
-/// `task` under `task_uuid`, asking for `count` results, with `seed` when given.
-fn adjusted(task: &ImageInference, task_uuid: Uuid, count: u32, seed: Option<u64>) -> ImageInference {
-    let mut t = task.clone();
-    t.task_uuid = task_uuid;
-    if count != t.expected_results() {
-        t.number_results = Some(count);
-    }
-    if seed.is_some() {
-        t.seed = seed;
-    }
-    t
-}
-
-/// A task ready to submit.
-#[derive(Clone, Debug)]
-pub enum Task {
-    /// `imageInference` for `bfl:3@1`, every Kontext rule checked.
-    Kontext(Box<KontextTask>),
-    /// `imageInference` for another model.
-    Inference(Box<ImageInference>),
-    /// Any other task type.
-    Raw(RawTask),
-}
-
-impl Task {
-    /// The file extension to use when an image's bytes are not recognised.
-    pub fn fallback_ext(&self) -> &'static str {
-        match self {
-            Task::Kontext(t) => t.output_format().extension(),
-            Task::Inference(t) => t.output_format().extension(),
-            Task::Raw(r) => {
-                match r.as_object().get("outputFormat").and_then(Value::as_str).map(str::to_ascii_uppercase).as_deref()
-                {
-                    Some("PNG") => "png",
-                    Some("WEBP") => "webp",
-                    _ => "jpg",
-                }
-            }
-        }
-    }
-
-    /// How many results the line asks for (`numberResults`, or what the task type
-    /// counts for a raw task).
-    pub fn wanted(&self) -> u32 {
-        match self {
-            Task::Kontext(t) => t.expected_results(),
-            Task::Inference(t) => t.expected_results(),
-            Task::Raw(r) => r.expected_results(),
-        }
-    }
-
-    /// The model, for image tasks.
-    pub fn model(&self) -> Option<&str> {
-        match self {
-            Task::Kontext(t) => Some(&t.model),
-            Task::Inference(t) => Some(&t.model),
-            Task::Raw(r) if r.task_type() == "imageInference" => r.as_object().get("model").and_then(Value::as_str),
-            Task::Raw(_) => None,
-        }
-    }
-
-    /// The estimated cost of `count` results, USD; `None` when the model's price is
-    /// unknown (see `runware_ws::protocol::pricing`).
-    pub fn estimate(&self, count: u32) -> Option<f64> {
-        self.model().and_then(pricing::price_per_image).map(|p| p * f64::from(count))
-    }
-
-    /// `WxH`, for image tasks that state both.
-    pub fn size(&self) -> Option<String> {
-        let (w, h) = match self {
-            Task::Kontext(t) => (t.width, t.height),
-            Task::Inference(t) => (t.width, t.height),
-            Task::Raw(r) => {
-                let o = r.as_object();
-                let dim = |k: &str| o.get(k).and_then(Value::as_u64).and_then(|v| u32::try_from(v).ok());
-                (dim("width"), dim("height"))
-            }
-        };
-        Some(format!("{}x{}", w?, h?))
-    }
-
-    /// The seed the line sets, if any.
-    pub fn seed(&self) -> Option<u64> {
-        match self {
-            Task::Kontext(t) => t.seed,
-            Task::Inference(t) => t.seed,
-            Task::Raw(r) => r.as_object().get("seed").and_then(Value::as_u64),
-        }
-    }
-
-    /// The task of one attempt: the line's task under `task_uuid`, asking for
-    /// `count` results, with `seed` when the line sets one.
-    pub fn for_attempt(&self, task_uuid: Uuid, count: u32, seed: Option<u64>) -> Result<Task, LineError> {
-        match self {
-            // Only the taskUUID changes: the validated task stays validated.
-            Task::Kontext(t) if count == t.expected_results() && seed.is_none() => {
-                Ok(Task::Kontext(Box::new(t.as_ref().clone().with_task_uuid(task_uuid))))
-            }
-            // A new count or seed is checked against the rules again.
-            Task::Kontext(t) => KontextTask::try_from(adjusted(t.as_inference(), task_uuid, count, seed))
-                .map(|t| Task::Kontext(Box::new(t)))
-                .map_err(LineError::violations),
-            Task::Inference(t) => Ok(Task::Inference(Box::new(adjusted(t, task_uuid, count, seed)))),
-            Task::Raw(r) => {
-                let mut obj = r.as_object().clone();
-                obj.insert("taskUUID".into(), Value::String(task_uuid.to_string()));
-                if count != r.expected_results() {
-                    let field = if obj.contains_key("promptVersions") { "promptVersions" } else { "numberResults" };
-                    obj.insert(field.into(), Value::from(count));
-                }
-                if let Some(s) = seed.filter(|_| obj.contains_key("seed")) {
-                    obj.insert("seed".into(), Value::from(s));
-                }
-                RawTask::new(Value::Object(obj)).map(Task::Raw).map_err(LineError::violations)
-            }
-        }
-    }
-}
 
 /// Why a line cannot run.
 #[derive(Clone, Debug, PartialEq)]
@@ -164,7 +46,7 @@ impl LineError {
         }
     }
 
-    fn violations(e: ValidationError) -> LineError {
+    pub fn violations(e: ValidationError) -> LineError {
         let parameter = e.violations.first().map(|v| v.parameter.clone());
         let message = e.violations.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
         LineError { code: "invalidParameter", parameter, message }

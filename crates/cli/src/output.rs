@@ -1,7 +1,7 @@
 //! Where things are printed: results on stdout (text or `--json`), notices and
 //! errors on stderr (notices silenced by `-q`).
 
-use super::batch::journal::ImageRecord;
+use runware_jobs::record::ImageRecord;
 use runware_ws::redact::Redactor;
 use serde::Serialize;
 use std::io::Write;

@@ -2,11 +2,11 @@
 //! as a run would check them, what is left to run counted and priced, nothing
 //! sent (no connection, no emulator).
 
-use super::journal::{self, Loaded};
 use super::reader::{self, Item};
 use super::{EXIT_OK, EXIT_USAGE, blocking};
 use crate::error::CliError;
 use crate::output::{Output, dollars};
+use runware_jobs::store::journal::{self, Loaded};
 use runware_ws::protocol::pricing;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -44,7 +44,7 @@ pub async fn run(
 ) -> Result<u8, CliError> {
     let loaded: Arc<Loaded> = {
         let p = results_path.clone();
-        Arc::new(blocking(move || journal::load(&p)).await?)
+        Arc::new(blocking(move || journal::load(&p).map_err(CliError::from)).await?)
     };
     let batch_id = loaded.header.as_ref().map_or(Uuid::nil(), |h| h.batch_id);
     let (tx, rx) = mpsc::channel(4);

@@ -4,10 +4,11 @@
 //! for ok/failed. Inline CSS and script only: it opens from disk, with no server
 //! and no network (URL-only results, from `--no-download`, are the exception).
 
-use super::journal::{self, LineState, Status};
 use super::reader::Lines;
 use crate::error::CliError;
 use crate::output::dollars;
+use runware_jobs::record::{JobState as LineState, Status};
+use runware_jobs::store::journal;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

@@ -13,20 +13,16 @@
 //!   outage watcher (connection state → progress, --give-up-after)     progress (stderr)
 //! ```
 //!
-//! Modules: `identity` (who a line is, its attempts' taskUUIDs), `journal` (the
-//! results file), `reader` (input lines → jobs), `attempts` (one line's run),
-//! `throttle` (the adaptive in-flight cap), `summary`.
+//! The batch is a `runware_jobs::Runner` on the journal store
+//! (`runware_jobs::store::journal`): the runner decides everything about attempts.
+//! Modules: `reader` (input lines → jobs), `lines` (one line's run: the runner's
+//! job, its images saved, its progress shown), `summary`, `dry_run`, `gallery`.
 
-pub mod attempts;
-mod budget;
 mod dry_run;
 mod gallery;
-pub mod identity;
-pub mod journal;
+pub mod lines;
 pub mod reader;
-mod shared_refs;
 mod summary;
-mod throttle;
 
 use super::args::{ApiArgs, BatchArgs};
 use super::download::Saver;
@@ -35,17 +31,19 @@ use super::error::CliError;
 use super::output::{Output, human_duration};
 use super::progress::{Outage, Progress};
 use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
-use attempts::Outcome;
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
-use journal::{EMBEDDED_ENDPOINT, Entry, FORMAT_VERSION, Header, Loaded, Record};
+use lines::Outcome;
 use reader::Item;
-use runware_ws::client::{Client, ClientError, ConnectionState, ReferenceCache};
+use runware_jobs::record::{Entry, Header, Record};
+use runware_jobs::store::Store;
+use runware_jobs::store::journal::{self, EMBEDDED_ENDPOINT, FORMAT_VERSION, JournalStore, Loaded};
+use runware_jobs::{RetryPolicy, Runner};
+use runware_ws::client::{Client, ConnectionState};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 use summary::Summary;
-use throttle::Throttle;
 use tokio::sync::{Semaphore, mpsc, watch};
 use uuid::Uuid;
 
@@ -53,10 +51,8 @@ use uuid::Uuid;
 const CHUNK: usize = 16;
 /// Chunks parsed ahead of submission (at most `CHUNK × (READ_AHEAD + 1)` lines).
 const READ_AHEAD: usize = 4;
-/// How long the server is trusted to remember a taskUUID it was sent: the
-/// protocol's `getResponse` retention (at least one hour). A line whose open
-/// attempt was sent longer ago is checked with `getResponse` before it is resent.
-pub const TASK_RETENTION: Duration = Duration::from_secs(3600);
+/// Times one run sends an attempt of unknown outcome again before leaving it pending.
+const MAX_RECOVERIES: u32 = 5;
 
 /// Why the batch stops early.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,23 +75,9 @@ pub enum Stop {
 
 /// Everything a line's run needs.
 pub struct Ctx {
-    client: Client,
-    saver: Saver,
-    out_dir: PathBuf,
-    journal: journal::Sender,
+    runner: Runner,
     progress: Arc<Progress>,
     stop: watch::Sender<Stop>,
-    throttle: Throttle,
-    budget: budget::Budget,
-    /// Inline references uploaded once (none with --inline-references).
-    references: Option<ReferenceCache>,
-    /// One copy of each inline reference's text, by content key.
-    shared_refs: Arc<shared_refs::SharedRefs>,
-    batch_id: Uuid,
-    retries: u32,
-    retry_backoff: Duration,
-    resubmit_stale: bool,
-    url: String,
 }
 
 impl Ctx {
@@ -104,28 +86,18 @@ impl Ctx {
         *self.stop.borrow() != Stop::No
     }
 
-    /// Resolves when the batch starts stopping.
-    async fn stopped(&self) {
-        let mut rx = self.stop.subscribe();
-        let _ = rx.wait_for(|s| *s != Stop::No).await;
-    }
-
-    /// Stops the batch (the first reason wins).
+    /// Stops the batch (the first reason wins); the runner's jobs waiting to send
+    /// end pending.
     fn stop(&self, why: Stop) {
-        self.stop.send_if_modified(|s| {
+        let first = self.stop.send_if_modified(|s| {
             let first = *s == Stop::No;
             if first {
                 *s = why;
             }
             first
         });
-    }
-
-    /// Stops the batch for a refused key or an account that cannot pay.
-    fn stop_for_account(&self, e: &ClientError) {
-        match e {
-            ClientError::Auth(_) => self.stop(Stop::Fatal(CliError::from_client(e.clone(), &self.url).to_string())),
-            other => self.stop(Stop::Account(other.to_string())),
+        if first {
+            self.runner.halt(runware_jobs::Halt::Stopped);
         }
     }
 }
@@ -148,7 +120,7 @@ pub async fn run(api: ApiArgs, args: BatchArgs, out: &Output) -> Result<u8, CliE
     }
     let loaded = {
         let p = results_path.clone();
-        blocking(move || journal::load(&p)).await?
+        blocking(move || journal::load(&p).map_err(CliError::from)).await?
     };
     if loaded.unreadable > 0 {
         out.notice(&format!(
@@ -294,7 +266,7 @@ async fn open_journal(
         results_path.with_extension("jsonl.v1").display()
     ));
     let p = results_path.to_path_buf();
-    let loaded = blocking(move || journal::load(&p)).await?;
+    let loaded = blocking(move || journal::load(&p).map_err(CliError::from)).await?;
     Ok((header, loaded, false))
 }
 
@@ -325,45 +297,60 @@ async fn execute(
             source: std::io::Error::other("the journal closed"),
         })?;
     }
+    let store =
+        Arc::new(JournalStore::new(journal, plan.results_path.clone(), plan.header.batch_id, plan.loaded.clone()));
     let progress = Arc::new(Progress::new(plan.to_run, out.quiet));
     let concurrency = args.concurrency as usize;
     progress.set_cap(concurrency, concurrency);
-    let (stop_tx, mut stop_rx) = watch::channel(Stop::No);
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
+    let hooks = lines::LineHooks {
         saver: Saver::new(args.downloads as usize, !args.no_download)?,
         out_dir: args.out.clone(),
-        journal: journal.sender(),
         progress: progress.clone(),
-        stop: stop_tx,
-        throttle: Throttle::new(concurrency),
-        budget: budget::Budget::new(args.max_cost, plan.loaded.billed()),
-        shared_refs: Arc::default(),
-        references: (!args.inline_references).then(|| {
-            let cache = ReferenceCache::new(client.clone());
-            for (key, image_uuid) in &plan.loaded.uploads {
-                cache.insert(*key, *image_uuid);
-            }
-            cache
-        }),
-        batch_id: plan.header.batch_id,
+    };
+    let policy = RetryPolicy {
         retries: args.retries,
-        retry_backoff: args.retry_backoff,
-        resubmit_stale: args.resubmit_stale,
-        url: endpoint.url.clone(),
-    });
+        backoff: args.retry_backoff,
+        max_recoveries: Some(MAX_RECOVERIES),
+        ..RetryPolicy::default()
+    };
+    let mut runner = Runner::builder(client.clone())
+        .store(store.clone())
+        .hooks(Arc::new(hooks))
+        .policy(policy)
+        .max_in_flight(concurrency)
+        .upload_references(!args.inline_references)
+        .resubmit_stale(args.resubmit_stale)
+        .keep_outputs(false);
+    if let Some(cap) = args.max_cost {
+        runner = runner.max_cost(cap);
+    }
+    if let Some(limit) = args.give_up_after {
+        runner = runner.give_up_after(limit);
+    }
+    let runner = runner.build();
+    let (stop_tx, mut stop_rx) = watch::channel(Stop::No);
+    let ctx = Arc::new(Ctx { runner: runner.clone(), progress: progress.clone(), stop: stop_tx });
     let display_stop = Arc::new(tokio::sync::Notify::new());
     let display = {
         let (p, s) = (progress.clone(), display_stop.clone());
         tokio::spawn(async move { p.run_display(&s).await })
     };
-    let watcher = tokio::spawn(watch_outages(ctx.clone(), args.give_up_after));
+    let watcher = tokio::spawn(watch_outages(client.clone(), progress.clone()));
+    // The runner halts on its own (the account, the spend cap, the journal, an
+    // outage past --give-up-after): the batch stops with it.
+    let halts = {
+        let (ctx, url) = (ctx.clone(), endpoint.url.clone());
+        tokio::spawn(async move {
+            let halt = ctx.runner.wait_halted().await;
+            ctx.stop(lines::stop_for(&halt, &url));
+        })
+    };
 
     let (tx, mut rx) = mpsc::channel::<Vec<Item>>(READ_AHEAD);
     let reader = {
         let (path, base_dir, loaded, batch_id) =
             (plan.canonical.clone(), plan.base_dir.clone(), plan.loaded.clone(), plan.header.batch_id);
-        let interned = ctx.references.is_some().then(|| ctx.shared_refs.clone());
+        let interned = runner.references().map(|r| r.texts().clone());
         tokio::task::spawn_blocking(move || {
             reader::read_lines(&path, &base_dir, &loaded, batch_id, interned.as_deref(), CHUNK, tx)
         })
@@ -402,7 +389,7 @@ async fn execute(
                 progress.rejected();
                 let record = Record::error(key, line, task_uuid, error.code, error.message, error.parameter, true);
                 let record = Entry::Result(record);
-                let sent = ctx.journal.send(&record);
+                let sent = store.record(&record);
                 tokio::pin!(sent);
                 let sent = loop {
                     tokio::select! {
@@ -428,7 +415,7 @@ async fn execute(
                 };
                 let ctx = ctx.clone();
                 running.push(Box::pin(async move {
-                    let outcome = attempts::run_line(&ctx, *job).await;
+                    let outcome = lines::run_line(&ctx, *job).await;
                     drop(permit);
                     outcome
                 }));
@@ -467,12 +454,13 @@ async fn execute(
 
     let read_result = reader.await.map_err(|e| CliError::Other(format!("the reader failed: {e}")))?;
     watcher.abort();
+    halts.abort();
     display_stop.notify_one();
     let _ = display.await;
     progress.clear();
-    let batch_cost = ctx.budget.billed_total();
-    drop(ctx);
-    let written = journal.finish().await;
+    let batch_cost = runner.status().billed_usd;
+    drop((ctx, runner));
+    let written = store.finish().await.map_err(CliError::from);
 
     let summary = Summary {
         batch_cost,
@@ -522,51 +510,31 @@ async fn execute(
     Ok(code)
 }
 
-/// Follows the connection: shows an outage on the progress line, and stops the
-/// batch when it lasts longer than `give_up_after`.
-async fn watch_outages(ctx: Arc<Ctx>, give_up_after: Option<Duration>) {
-    let mut rx = ctx.client.state();
+/// Follows the connection: shows an outage on the progress line (the runner
+/// gives up after `--give-up-after`).
+async fn watch_outages(client: Client, progress: Arc<Progress>) {
+    let mut rx = client.state();
     let mut since: Option<std::time::Instant> = None;
     loop {
         let state = rx.borrow_and_update().clone();
         match &state {
             ConnectionState::Connected { .. } => {
                 since = None;
-                ctx.progress.set_outage(None);
+                progress.set_outage(None);
             }
             ConnectionState::Reconnecting { attempt, retry_in, .. } => {
                 let start = *since.get_or_insert_with(std::time::Instant::now);
                 let next_at = Some(std::time::Instant::now() + *retry_in);
-                ctx.progress.set_outage(Some(Outage { since: start, attempt: *attempt, next_at }));
+                progress.set_outage(Some(Outage { since: start, attempt: *attempt, next_at }));
             }
             ConnectionState::Connecting | ConnectionState::Disconnected { .. } => {
                 let start = *since.get_or_insert_with(std::time::Instant::now);
-                ctx.progress.set_outage(Some(Outage { since: start, attempt: 0, next_at: None }));
+                progress.set_outage(Some(Outage { since: start, attempt: 0, next_at: None }));
             }
             ConnectionState::Closed => return,
             _ => {}
         }
-        let deadline = match (since, give_up_after) {
-            (Some(s), Some(limit)) => Some(tokio::time::Instant::from_std(s + limit)),
-            _ => None,
-        };
-        let changed = match deadline {
-            Some(d) => tokio::select! {
-                c = rx.changed() => c,
-                _ = tokio::time::sleep_until(d) => {
-                    let last = state.to_string();
-                    ctx.stop(Stop::GaveUp(format!(
-                        "gave up: the server at {} has been unreachable for longer than --give-up-after {} ({last}); \
-                         run the same command again to resume",
-                        ctx.url,
-                        human_duration(give_up_after.unwrap_or_default())
-                    )));
-                    return;
-                }
-            },
-            None => rx.changed().await,
-        };
-        if changed.is_err() {
+        if rx.changed().await.is_err() {
             return;
         }
     }

@@ -1,11 +1,12 @@
 //! Reading the input: every non-blank line with its identity, then what the
 //! batch does with it (skip it as done, report it as bad, or run it).
 
-use super::identity::{self, Identities, IdentityError, LineKey};
-use super::journal::{AttemptRecord, Entry, LineState, Loaded, Record, Status, now_ms};
-use super::shared_refs::SharedRefs;
 use crate::error::CliError;
 use crate::input::{self, LineError, Task};
+use runware_jobs::identity::{self, Identities, IdentityError, JobKey as LineKey};
+use runware_jobs::record::{AttemptRecord, Entry, Record, Status, now_ms};
+use runware_jobs::references::SharedRefs;
+use runware_jobs::store::journal::Loaded;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -140,10 +141,6 @@ pub struct LineJob {
     pub task: Task,
     /// The line's own `taskUUID`, if it gives one: its first attempt's.
     pub own_uuid: Option<Uuid>,
-    /// Its first attempt's taskUUID: its own, else derived from (batch, identity, 1).
-    pub first_uuid: Uuid,
-    /// What the journal knows of it.
-    pub prior: LineState,
 }
 
 /// What the reader hands the submit loop, one per non-blank line.
@@ -244,14 +241,7 @@ fn classify(
         });
     }
     match input::build(value, own_uuid.unwrap_or(first_uuid), base_dir) {
-        Ok(task) => Item::Run(Box::new(LineJob {
-            line: s.line,
-            key: s.key,
-            task,
-            own_uuid,
-            first_uuid: own_uuid.unwrap_or(first_uuid),
-            prior: prior.cloned().unwrap_or_default(),
-        })),
+        Ok(task) => Item::Run(Box::new(LineJob { line: s.line, key: s.key, task, own_uuid })),
         Err(error) => invalid(error),
     }
 }

@@ -89,7 +89,7 @@ async fn conform(endpoint: &Endpoint, args: &ConformanceArgs, out: &Output) -> R
         "runware": env!("CARGO_PKG_VERSION"),
         "endpoint": url,
         "embedded": endpoint.is_embedded(),
-        "finishedAtMs": crate::batch::journal::now_ms(),
+        "finishedAtMs": runware_jobs::record::now_ms(),
         "images": findings.images,
         "estimatedCostUsd": cost,
         "holds": count(Verdict::Holds),
@@ -102,7 +102,7 @@ async fn conform(endpoint: &Endpoint, args: &ConformanceArgs, out: &Output) -> R
     let path = args
         .report
         .clone()
-        .unwrap_or_else(|| PathBuf::from(format!("runware-conformance-{}.json", crate::batch::journal::now_ms())));
+        .unwrap_or_else(|| PathBuf::from(format!("runware-conformance-{}.json", runware_jobs::record::now_ms())));
     tokio::fs::write(&path, format!("{text}\n"))
         .await
         .map_err(|source| CliError::Write { path: path.clone(), source })?;

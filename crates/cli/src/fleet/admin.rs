@@ -6,9 +6,9 @@ use super::db::{Db, stmt};
 use super::queue::admin as sql;
 use super::states::{BatchState, TaskState};
 use crate::args::{ApiArgs, BatchIdArgs, FleetCommand, ListArgs, RetryArgs, StatusArgs};
-use crate::batch::journal::{ImageRecord, Record};
 use crate::error::CliError;
 use crate::output::{Output, dollars, human_duration};
+use runware_jobs::record::{ImageRecord, Record};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -204,7 +204,7 @@ async fn retry(args: RetryArgs, out: &Output) -> Result<u8, CliError> {
         let rows = c.query(sql::FIND_PARKED, &[&args.batch.id]).await.map_err(stmt("find the parked tasks"))?;
         for r in rows {
             let (key, attempt): (String, i32) = (r.get(0), r.get(1));
-            let uuid = crate::batch::identity::attempt_uuid(args.batch.id, &key, attempt as u32 + 1);
+            let uuid = runware_jobs::identity::attempt_uuid(args.batch.id, &key, attempt as u32 + 1);
             parked += c
                 .execute(sql::REQUEUE_PARKED, &[&args.batch.id, &key, &attempt, &uuid])
                 .await

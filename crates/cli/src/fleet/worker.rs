@@ -25,17 +25,17 @@ use super::queue::worker as sql;
 use super::references::Renewed;
 use super::states::TaskState;
 use crate::args::{ApiArgs, WorkerArgs};
-use crate::batch::attempts::backoff;
-use crate::batch::identity;
-use crate::batch::journal::ImageRecord;
 use crate::download::{Saver, file_safe, short_uuid};
 use crate::embedded::{self, Endpoint};
 use crate::error::CliError;
 use crate::input::{self, Task};
 use crate::output::Output;
 use futures::StreamExt;
+use runware_jobs::identity;
+use runware_jobs::policy::{Decision, FORGOTTEN_REFERENCE, Failure, History, RetryPolicy, decide};
+use runware_jobs::record::ImageRecord;
 use runware_ws::client::{Client, ClientError, ImageResult};
-use runware_ws::protocol::{ErrorKind, ResultItem, RetryAdvice};
+use runware_ws::protocol::ResultItem;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,8 @@ struct Ctx {
     out_dir: PathBuf,
     worker: Uuid,
     endpoint: String,
-    retry_backoff: Duration,
+    /// The retry policy of every delivery (the queue bounds attempts and deliveries).
+    policy: RetryPolicy,
     /// The references uploaded again since the batch was submitted.
     renewed: Renewed,
     stopping: AtomicBool,
@@ -133,7 +134,13 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
         out_dir: args.out.clone(),
         worker,
         endpoint: endpoint_id.clone(),
-        retry_backoff: args.retry_backoff,
+        policy: RetryPolicy {
+            retries: u32::MAX,
+            max_rate_limited: u32::MAX,
+            max_recoveries: None,
+            backoff: args.retry_backoff,
+            max_backoff: MAX_BACKOFF,
+        },
         renewed,
         stopping: AtomicBool::new(false),
         stop: Notify::new(),
@@ -353,90 +360,94 @@ async fn release_all(db: &Db, worker: Uuid) -> u64 {
     })
 }
 
-/// How one delivery ended.
-enum End {
-    Done,
-    /// The server failed it and a new attempt may succeed.
-    Retry {
-        code: String,
-        message: String,
-        rate_limited: bool,
-    },
-    /// Refused for good.
-    Failed {
-        code: String,
-        message: String,
-        parameter: Option<String>,
-    },
-    /// Not known: back to the queue under the same taskUUID.
-    Unknown {
-        message: String,
-    },
-    /// The key was refused or the account cannot pay.
-    Account {
-        code: String,
-        message: String,
-        task_failed: bool,
-    },
-}
-
 async fn run_task(ctx: &Ctx, mut task: Claimed) {
     let started = Instant::now();
     let (end, others) = execute(ctx, &mut task).await;
-    let latency_ms = crate::batch::attempts::latency_ms(started.elapsed());
+    let latency_ms = runware_jobs::runner::latency_ms(started.elapsed());
     let images = serde_json::to_value(&task.images).unwrap_or(Value::Array(Vec::new()));
     let cost: f64 = task.images.iter().filter_map(|i| i.cost).sum::<f64>() + 0.0;
-    let result = match end {
-        End::Done => {
+    let failure = match end {
+        Ok(()) => {
             let results = Value::Array(others);
             let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
-            record(ctx, "record a result", move |c| {
+            let result = record(ctx, "record a result", move |c| {
                 let (images, results, key) = (images.clone(), results.clone(), key.clone());
                 async move {
                     c.exec(sql::RECORD_DONE, &[&batch, &key, &attempt, &images, &results, &cost, &latency_ms]).await
                 }
             })
-            .await
+            .await;
+            return handed_back_if_unrecorded(ctx, &task, result).await;
         }
-        End::Failed { code, message, parameter } if code == FORGOTTEN && renew_references(ctx, &task).await => {
-            // The server forgot an upload; it is live again: a new attempt (the failure
-            // was reported, so a new taskUUID cannot run the task twice).
-            advance(ctx, &task, json!({"code": code, "message": message, "parameter": parameter}), images, cost).await
+        Err(f) => f,
+    };
+    // What this delivery knows of the task's history; the queue keeps the rest
+    // (attempts past the batch's max_attempts are parked by `advance`, deliveries
+    // past max_deliveries go dead).
+    let history = History {
+        wanted: task.wanted.max(1) as u32,
+        have: task.images.len() as u32,
+        resent_after_rate_limit: last_rate_limited(&task),
+        reuploaded: task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN_REFERENCE),
+        uses_uploads: !task.sent_refs.is_empty(),
+        ..History::default()
+    };
+    if let Failure::Reported { rate_limited: true, .. } = failure {
+        back_off_batch(ctx, task.batch).await;
+    }
+    let (decision, _) = decide(&ctx.policy, &history, &failure);
+    let (code, message) = (failure.code().to_string(), failure.message().to_string());
+    let result = match decision {
+        Decision::Done => {
+            // Every image is in: the failure came after the last one.
+            let error = json!({"code": code, "message": message});
+            finish_failed(ctx, &task, TaskState::Done, error, images, cost).await
         }
-        End::Failed { code, message, parameter } => {
+        Decision::ResendSame { .. } => {
+            // A rate-limited taskUUID may or may not be registered: sent once more
+            // under the same UUID first (a conflict then recovers it).
+            let error = json!({"code": code, "message": message, "taskUUID": task.task_uuid});
+            release(ctx, &task, error, images, cost, true).await
+        }
+        Decision::NextAttempt { reupload: true, .. } if !renew_references(ctx, &task).await => {
+            let error = json!({"code": code, "message": message, "parameter": "inputs.referenceImages", "final": true});
+            finish_failed(ctx, &task, TaskState::Failed, error, images, cost).await
+        }
+        Decision::NextAttempt { reupload, .. } => {
+            // The server reported the failure (or forgot an upload that is live
+            // again): a new taskUUID cannot run the task twice.
+            let error = if reupload {
+                json!({"code": code, "message": message, "parameter": "inputs.referenceImages"})
+            } else {
+                json!({"code": code, "message": message})
+            };
+            advance(ctx, &task, error, images, cost).await
+        }
+        // Retries are bounded by the batch's max_attempts in the queue (parked).
+        Decision::Fail { is_final: false } => {
+            advance(ctx, &task, json!({"code": code, "message": message}), images, cost).await
+        }
+        Decision::Fail { is_final: true } => {
+            let parameter = match &failure {
+                Failure::Final { parameter, .. } => parameter.clone(),
+                _ => None,
+            };
             let error = json!({"code": code, "message": message, "parameter": parameter, "final": true});
             finish_failed(ctx, &task, TaskState::Failed, error, images, cost).await
         }
-        End::Retry { code, message, rate_limited } => {
-            let same_again = rate_limited && !last_rate_limited(&task);
-            if rate_limited {
-                back_off_batch(ctx, task.batch).await;
-            }
-            if same_again {
-                // A rate-limited taskUUID may or may not be registered: sent once more
-                // under the same UUID first (a conflict then recovers it).
-                let error = json!({"code": code, "message": message, "taskUUID": task.task_uuid});
-                release(ctx, &task, error, images, cost, true).await
-            } else if task.images.len() as i32 >= task.wanted {
-                let error = json!({"code": code, "message": message});
-                finish_failed(ctx, &task, TaskState::Done, error, images, cost).await
-            } else {
-                advance(ctx, &task, json!({"code": code, "message": message}), images, cost).await
-            }
-        }
-        End::Unknown { message } => {
+        Decision::Recover | Decision::LeavePending => {
             let error = json!({"code": UNKNOWN, "message": message, "taskUUID": task.task_uuid});
             release(ctx, &task, error, images, cost, false).await
         }
-        End::Account { code, message, task_failed } => {
-            let reason = if code == "invalidApiKey" || code.is_empty() {
+        Decision::StopForAccount { record_failure } => {
+            let reason = if code == "invalidApiKey" || !record_failure {
                 format!("auth: {message}")
             } else {
                 format!("account: {code}: {message}")
             };
             pause_endpoint(&ctx.db, &ctx.endpoint, &reason).await;
             let error = json!({"code": code, "message": message});
-            if task_failed {
+            if record_failure {
                 // Failed on the server for the account: a new attempt once it is fixed.
                 advance(ctx, &task, error, images, cost).await
             } else {
@@ -444,6 +455,13 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
             }
         }
     };
+    handed_back_if_unrecorded(ctx, &task, result).await;
+}
+
+/// After an outcome could not be recorded: a live worker's leases never expire,
+/// so a task left leased would wait for ever. It is handed back plainly (its
+/// outcome is unknown: same taskUUID).
+async fn handed_back_if_unrecorded(ctx: &Ctx, task: &Claimed, result: Result<(), FleetError>) {
     if let Err(e) = result {
         // A live worker's leases never expire: a task left leased here would wait for
         // ever. Hand it back plainly (its outcome is unknown: same taskUUID).
@@ -456,13 +474,10 @@ async fn run_task(ctx: &Ctx, mut task: Claimed) {
     }
 }
 
-/// The server's answer for a reference it does not know.
-const FORGOTTEN: &str = "invalidReferenceImage";
-
-/// After [`FORGOTTEN`]: true when the task's kept references are live again (once
+/// After [`FORGOTTEN_REFERENCE`]: true when the task's kept references are live again (once
 /// per line in a row: a reference that fails again right after is not a forgotten one).
 async fn renew_references(ctx: &Ctx, task: &Claimed) -> bool {
-    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN) {
+    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN_REFERENCE) {
         return false;
     }
     match ctx.renewed.renew(&ctx.db, task.batch, &task.sent_refs).await {
@@ -528,7 +543,7 @@ async fn finish_failed(
 async fn advance(ctx: &Ctx, task: &Claimed, error: Value, images: Value, cost: f64) -> Result<(), FleetError> {
     let next = task.attempt + 1;
     let uuid = identity::attempt_uuid(task.batch, &task.key, next as u32);
-    let wait = backoff(ctx.retry_backoff, task.attempt as u32);
+    let wait = ctx.policy.wait(task.attempt as u32, fastrand::f64());
     let (batch, key, attempt) = (task.batch, task.key.clone(), task.attempt);
     record(ctx, "start the next attempt", move |c| {
         let (error, images, key) = (error.clone(), images.clone(), key.clone());
@@ -565,7 +580,7 @@ async fn release(
 }
 
 async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
-    let wait = backoff(ctx.retry_backoff, 1).min(MAX_BACKOFF);
+    let wait = ctx.policy.wait(1, fastrand::f64());
     let r = async {
         let c = ctx.db.client().await?;
         c.exec(sql::BACK_OFF, &[&batch, &wait.as_secs_f64()]).await.map_err(stmt("back the batch off"))
@@ -577,8 +592,8 @@ async fn back_off_batch(ctx: &Ctx, batch: Uuid) {
 }
 
 /// Sends the task's attempt and gathers its results (images saved as they come).
-async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
-    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN) {
+async fn execute(ctx: &Ctx, task: &mut Claimed) -> (Result<(), Failure>, Vec<Value>) {
+    if task.error.as_ref().is_some_and(|e| e["code"] == FORGOTTEN_REFERENCE) {
         // Another worker may have uploaded the reference again.
         if let Err(e) = ctx.renewed.learn(&ctx.db, task.batch, &task.request).await {
             tracing::warn!(error = %e, "cannot read the renewed references; sending the ones this worker knows");
@@ -588,7 +603,12 @@ async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
     task.sent_refs = ctx.renewed.apply(&mut request);
     let built = match input::build(request, task.task_uuid, Path::new("/")) {
         Ok(t) => t,
-        Err(e) => return (End::Failed { code: e.code.into(), message: e.message, parameter: e.parameter }, Vec::new()),
+        Err(e) => {
+            return (
+                Err(Failure::Final { code: e.code.into(), message: e.message, parameter: e.parameter }),
+                Vec::new(),
+            );
+        }
     };
     let have = task.images.len() as u32;
     let missing = (task.wanted as u32).saturating_sub(have).max(1);
@@ -596,21 +616,27 @@ async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
     let seed = if have > 0 { seed } else { None };
     let attempt = match built.for_attempt(task.task_uuid, missing, seed) {
         Ok(t) => t,
-        Err(e) => return (End::Failed { code: e.code.into(), message: e.message, parameter: e.parameter }, Vec::new()),
+        Err(e) => {
+            let e = input::LineError::violations(e);
+            return (
+                Err(Failure::Final { code: e.code.into(), message: e.message, parameter: e.parameter }),
+                Vec::new(),
+            );
+        }
     };
     let fallback_ext = attempt.fallback_ext();
     let mut stream: futures::stream::BoxStream<'static, Result<ResultItem, ClientError>> = match attempt {
         Task::Kontext(t) => match ctx.client.kontext_stream(*t).await {
             Ok(s) => s.map(|r| r.map(|img| img.item)).boxed(),
-            Err(e) => return (classify(e), Vec::new()),
+            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
         },
         Task::Inference(t) => match ctx.client.submit(*t).await {
             Ok(s) => s.boxed(),
-            Err(e) => return (classify(e), Vec::new()),
+            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
         },
         Task::Raw(r) => match ctx.client.submit(r).await {
             Ok(s) => s.boxed(),
-            Err(e) => return (classify(e), Vec::new()),
+            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
         },
     };
     let mut others = Vec::new();
@@ -619,7 +645,7 @@ async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
         let Some(item) = stream.next().await else { break };
         let item = match item {
             Ok(i) => i,
-            Err(e) => return (classify(e), others),
+            Err(e) => return (Err(Failure::of(&e)), others),
         };
         let image = if item.output().is_some() { ImageResult::try_from(item.clone()).ok() } else { None };
         let Some(image) = image else {
@@ -639,28 +665,5 @@ async fn execute(ctx: &Ctx, task: &mut Claimed) -> (End, Vec<Value>) {
         };
         task.images.push(ImageRecord::new(&image, path.as_deref()));
     }
-    (End::Done, others)
-}
-
-fn classify(e: ClientError) -> End {
-    let (code, message) = match &e {
-        ClientError::Api(api) | ClientError::Auth(api) => (api.code.clone(), api.message.clone()),
-        other => (String::new(), other.to_string()),
-    };
-    match e.retry_advice() {
-        RetryAdvice::NewTaskUuid => {
-            End::Retry { code, message, rate_limited: e.api_kind() == Some(ErrorKind::RateLimit) }
-        }
-        RetryAdvice::SameTaskUuid | RetryAdvice::Resubmit => End::Unknown { message },
-        RetryAdvice::FixAccount => End::Account { code, message, task_failed: matches!(e, ClientError::Api(_)) },
-        _ => {
-            let parameter = match &e {
-                ClientError::Api(api) => api.parameter.as_ref().map(ToString::to_string),
-                ClientError::Validation(v) => v.violations.first().map(|v| v.parameter.clone()),
-                _ => None,
-            };
-            let code = if code.is_empty() { "error".into() } else { code };
-            End::Failed { code, message, parameter }
-        }
-    }
+    (Ok(()), others)
 }

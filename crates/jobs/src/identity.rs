@@ -24,15 +24,15 @@ const LEGACY_NAMESPACE: Uuid = Uuid::from_u128(0x8c4e_1f0a_52b3_4c8e_9d57_2a61_f
 
 /// A line's identity, as the journal stores it: `id:<the line's id>` or
 /// `c:<content hash>/<occurrence>`. The prefixes keep the two kinds apart.
-pub type LineKey = String;
+pub type JobKey = String;
 
 /// The key of a line with its own `id`.
-pub fn given_key(id: &str) -> LineKey {
+pub fn given_key(id: &str) -> JobKey {
     format!("id:{id}")
 }
 
 /// The key of the `occurrence`-th (0-based) line whose content hashes to `hash`.
-fn content_key(hash: Uuid, occurrence: u32) -> LineKey {
+fn content_key(hash: Uuid, occurrence: u32) -> JobKey {
     // Built by hand: this runs once per line (`format!` costs more than the rest).
     let mut hex = [0u8; uuid::fmt::Simple::LENGTH];
     let mut key = String::with_capacity(2 + hex.len() + 1 + 10);
@@ -168,13 +168,18 @@ pub enum IdentityError {
     /// `id` is not a non-empty string.
     NotAString(String),
     /// `id` was already used by an earlier line.
-    Duplicate { id: String, first_line: usize },
+    Duplicate {
+        /// The repeated id.
+        id: String,
+        /// The line that used it first.
+        first_line: usize,
+    },
 }
 
 impl Identities {
     /// The identity of line `line` (1-based, for messages). `value` is the parsed
     /// line (when it parses); `text` the raw line, used when it does not.
-    pub fn next(&mut self, line: usize, value: Option<&Value>, text: &str) -> (LineKey, Result<(), IdentityError>) {
+    pub fn next(&mut self, line: usize, value: Option<&Value>, text: &str) -> (JobKey, Result<(), IdentityError>) {
         let content_key_of = |this: &mut Self, hash: Uuid| {
             let n = this.occurrences.entry(hash).or_insert(0);
             let key = content_key(hash, *n);

@@ -34,10 +34,10 @@
 //! Format 1 (no header, one record per finished task keyed by taskUUID) is still
 //! read: [`load`] reports it as [`Loaded::legacy`], and the batch converts it.
 
-use super::identity::LineKey;
-use crate::error::CliError;
-use runware_ws::client::ImageResult;
-use serde::{Deserialize, Serialize};
+use crate::identity::JobKey;
+pub use crate::record::now_ms;
+use crate::record::{AttemptRecord, Entry, EntryRef, Header, JobState, Record};
+use serde::Serialize;
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -45,309 +45,36 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use tokio::sync::{Notify, watch};
 use uuid::Uuid;
 
+/// The journal cannot be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    /// The journal cannot be read.
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        /// The journal.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The journal cannot be written.
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        /// The journal.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Anything else (a record that cannot be encoded, a writer that panicked).
+    #[error("{0}")]
+    Other(String),
+}
+
 /// The journal format this code writes.
 pub const FORMAT_VERSION: u32 = 2;
 /// The `endpoint` of a journal written against the embedded emulator.
 pub const EMBEDDED_ENDPOINT: &str = "embedded emulator";
-
-/// `ok` or `error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// Every result arrived and was saved.
-    Ok,
-    /// The line or the task failed.
-    Error,
-}
-
-/// One image of a task.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ImageRecord {
-    /// `imageUUID`
-    #[serde(rename = "imageUUID")]
-    pub image_uuid: String,
-    /// `imageURL`, for URL results.
-    #[serde(rename = "imageURL", default, skip_serializing_if = "Option::is_none")]
-    pub image_url: Option<String>,
-    /// Where the image was saved.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub path: Option<String>,
-    /// The seed used.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// Cost in USD (with `includeCost`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cost: Option<f64>,
-    /// The server flagged the image (`NSFWContent`).
-    #[serde(rename = "NSFWContent", default, skip_serializing_if = "Option::is_none")]
-    pub nsfw_content: Option<bool>,
-}
-
-impl ImageRecord {
-    /// The record of an image saved at `path` (if it was).
-    pub fn new(img: &ImageResult, path: Option<&Path>) -> ImageRecord {
-        ImageRecord {
-            image_uuid: img.image_uuid.to_string(),
-            image_url: img.item.image_url.as_ref().map(|u| u.to_string()),
-            path: path.map(|p| p.display().to_string()),
-            seed: img.seed,
-            cost: img.cost,
-            nsfw_content: img.nsfw_content,
-        }
-    }
-}
-
-/// The first record.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Header {
-    /// The format version ([`FORMAT_VERSION`]).
-    pub version: u32,
-    /// Made on the first run; part of every derived taskUUID.
-    pub batch_id: Uuid,
-    /// The URL, or [`EMBEDDED_ENDPOINT`].
-    pub endpoint: String,
-    /// When the batch was created (Unix milliseconds).
-    pub created_at_ms: u64,
-}
-
-/// An attempt, journaled before it is sent.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttemptRecord {
-    /// The line's identity.
-    pub key: LineKey,
-    /// The line number when it was sent (for people; identity is `key`).
-    pub line: usize,
-    /// 1-based.
-    pub attempt: u32,
-    /// The attempt's taskUUID.
-    #[serde(rename = "taskUUID")]
-    pub task_uuid: Uuid,
-    /// Results the attempt asks for.
-    pub number_results: u32,
-    /// The attempt's seed, when the line sets one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub seed: Option<u64>,
-    /// When it was first sent (Unix milliseconds).
-    pub sent_at_ms: u64,
-}
-
-/// An image, journaled as soon as it is saved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageEntry {
-    /// The line's identity.
-    pub key: LineKey,
-    /// The line number.
-    pub line: usize,
-    /// The attempt that produced it.
-    pub attempt: u32,
-    /// The attempt's taskUUID.
-    #[serde(rename = "taskUUID")]
-    pub task_uuid: Uuid,
-    /// The image.
-    #[serde(flatten)]
-    pub image: ImageRecord,
-}
-
-/// The server reported that an attempt failed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AttemptFailed {
-    /// The line's identity.
-    pub key: LineKey,
-    /// The line number.
-    pub line: usize,
-    /// The attempt.
-    pub attempt: u32,
-    /// Its taskUUID.
-    #[serde(rename = "taskUUID")]
-    pub task_uuid: Uuid,
-    /// The server's code.
-    pub code: String,
-    /// The server's message.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// A line's outcome (format 1's record, with the line's identity).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Record {
-    /// The line's identity (absent in format 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub key: Option<LineKey>,
-    /// The input line number (1-based).
-    pub line: usize,
-    /// The taskUUID of the last attempt.
-    #[serde(rename = "taskUUID")]
-    pub task_uuid: Uuid,
-    /// `ok` or `error`.
-    pub status: Status,
-    /// Attempts made (absent in format 1).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub attempts: Option<u32>,
-    /// Every image of the line, over all its attempts.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub images: Vec<ImageRecord>,
-    /// Result items of other task types, as received.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub results: Vec<serde_json::Value>,
-    /// The error code (the server's, or `invalidJson` / `invalidParameter` / … for bad lines).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    /// The error message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// The parameter at fault.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parameter: Option<String>,
-    /// From the first submission in this run to the last result.
-    #[serde(rename = "latencyMs", default, skip_serializing_if = "Option::is_none")]
-    /// Milliseconds, to the microsecond (three decimals; whole numbers in older journals).
-    pub latency_ms: Option<f64>,
-    /// True when running the line again as it is cannot help (bad input, refused
-    /// content): a resumed batch skips it.
-    #[serde(rename = "final", default, skip_serializing_if = "std::ops::Not::not")]
-    pub is_final: bool,
-}
-
-impl Record {
-    /// An `ok` record.
-    pub fn ok(key: LineKey, line: usize, task_uuid: Uuid) -> Record {
-        Record {
-            key: Some(key),
-            line,
-            task_uuid,
-            status: Status::Ok,
-            attempts: None,
-            images: Vec::new(),
-            results: Vec::new(),
-            code: None,
-            message: None,
-            parameter: None,
-            latency_ms: None,
-            is_final: false,
-        }
-    }
-
-    /// An `error` record.
-    pub fn error(
-        key: LineKey,
-        line: usize,
-        task_uuid: Uuid,
-        code: impl Into<String>,
-        message: impl Into<String>,
-        parameter: Option<String>,
-        is_final: bool,
-    ) -> Record {
-        Record {
-            status: Status::Error,
-            code: Some(code.into()),
-            message: Some(message.into()),
-            parameter,
-            is_final,
-            ..Record::ok(key, line, task_uuid)
-        }
-    }
-
-    /// True when a resumed batch must not run this line again.
-    pub fn is_done(&self) -> bool {
-        self.status == Status::Ok || self.is_final
-    }
-}
-
-/// One journal line.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-pub enum Entry {
-    /// The first record.
-    Header(Header),
-    /// An attempt about to be sent.
-    Attempt(AttemptRecord),
-    /// An image saved.
-    Image(ImageEntry),
-    /// An attempt the server failed.
-    AttemptFailed(AttemptFailed),
-    /// A line's outcome.
-    Result(Record),
-    /// A reference image uploaded once for the batch (`imageUpload`).
-    Upload(UploadRecord),
-}
-
-/// An entry serialized from a borrow: the same JSON as its [`Entry`].
-#[derive(Serialize)]
-#[serde(tag = "type", rename_all = "camelCase")]
-enum EntryRef<'a> {
-    Attempt(&'a AttemptRecord),
-}
-
-/// A reference uploaded for the batch: its content key and the imageUUID the
-/// server gave it. A later run references it instead of uploading again.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UploadRecord {
-    /// `ReferenceCache::key` of the reference's content.
-    pub key: Uuid,
-    #[serde(rename = "imageUUID")]
-    pub image_uuid: Uuid,
-    /// When it was uploaded (ms since the epoch).
-    pub at_ms: u64,
-}
-
-/// What the journal says of one line.
-#[derive(Clone, Debug, Default)]
-pub struct LineState {
-    /// Its latest attempt.
-    pub attempt: Option<AttemptRecord>,
-    /// The attempt numbers the server reported failed.
-    pub failed: Vec<u32>,
-    /// Its images, over all attempts, each once.
-    pub images: Vec<ImageRecord>,
-    /// Its latest outcome.
-    pub result: Option<Record>,
-}
-
-impl LineState {
-    /// The latest attempt, when its outcome is not known (sent, and neither failed
-    /// nor finished): a run resends it under the same taskUUID.
-    pub fn open_attempt(&self) -> Option<&AttemptRecord> {
-        self.attempt.as_ref().filter(|a| !self.failed.contains(&a.attempt))
-    }
-
-    fn apply(&mut self, entry: Entry) {
-        match entry {
-            Entry::Attempt(a) => {
-                // A newer attempt supersedes the outcome of an earlier run.
-                if self.attempt.as_ref().is_none_or(|old| a.attempt >= old.attempt) {
-                    self.attempt = Some(a);
-                }
-                if self.result.as_ref().is_some_and(|r| !r.is_done()) {
-                    self.result = None;
-                }
-            }
-            Entry::Image(i) => {
-                if !self.images.iter().any(|have| have.image_uuid == i.image.image_uuid) {
-                    self.images.push(i.image);
-                }
-            }
-            Entry::AttemptFailed(f) => {
-                if !self.failed.contains(&f.attempt) {
-                    self.failed.push(f.attempt);
-                }
-            }
-            Entry::Result(r) => {
-                for img in &r.images {
-                    if !self.images.iter().any(|have| have.image_uuid == img.image_uuid) {
-                        self.images.push(img.clone());
-                    }
-                }
-                self.result = Some(r);
-            }
-            Entry::Header(_) | Entry::Upload(_) => {}
-        }
-    }
-}
 
 /// What an earlier run left in the journal.
 #[derive(Debug, Default)]
@@ -355,7 +82,7 @@ pub struct Loaded {
     /// The header; `None` for an empty journal or one in format 1.
     pub header: Option<Header>,
     /// Line identity → state.
-    pub lines: HashMap<LineKey, LineState>,
+    pub lines: HashMap<JobKey, JobState>,
     /// Format-1 records (journals without a header): taskUUID → latest record.
     pub legacy: HashMap<Uuid, Record>,
     /// Lines that could not be read (a write cut short by a crash).
@@ -376,17 +103,17 @@ impl Loaded {
     }
 
     /// The state of line `key` (empty when the journal does not know it).
-    pub fn line(&self, key: &str) -> Option<&LineState> {
+    pub fn line(&self, key: &str) -> Option<&JobState> {
         self.lines.get(key)
     }
 }
 
 /// Reads a journal (blocking). A missing file is an empty journal.
-pub fn load(path: &Path) -> Result<Loaded, CliError> {
+pub fn load(path: &Path) -> Result<Loaded, JournalError> {
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Loaded::default()),
-        Err(source) => return Err(CliError::Read { path: path.to_path_buf(), source }),
+        Err(source) => return Err(JournalError::Read { path: path.to_path_buf(), source }),
     };
     let mut loaded = Loaded::default();
     let mut reader = std::io::BufReader::new(file);
@@ -396,7 +123,7 @@ pub fn load(path: &Path) -> Result<Loaded, CliError> {
         match reader.read_line(&mut buf) {
             Ok(0) => break,
             Ok(_) => {}
-            Err(source) => return Err(CliError::Read { path: path.to_path_buf(), source }),
+            Err(source) => return Err(JournalError::Read { path: path.to_path_buf(), source }),
         }
         let text = buf.trim();
         if text.is_empty() {
@@ -453,7 +180,7 @@ const MAX_PENDING: usize = 8 << 20;
 /// acknowledgement per entry, no wake-up of the writer per record.
 pub struct Writer {
     shared: Arc<Shared>,
-    handle: tokio::task::JoinHandle<Result<u64, CliError>>,
+    handle: tokio::task::JoinHandle<Result<u64, JournalError>>,
 }
 
 /// A handle to append entries; clone freely.
@@ -581,12 +308,12 @@ impl Sender {
 impl Writer {
     /// Opens `path` for appending (creating it and its directory). A last line cut
     /// short by a crash is ended first, so that new records start on their own line.
-    pub async fn open(path: PathBuf) -> Result<Writer, CliError> {
+    pub async fn open(path: PathBuf) -> Result<Writer, JournalError> {
         let file = {
             let path = path.clone();
             tokio::task::spawn_blocking(move || open_append(&path))
                 .await
-                .map_err(|e| CliError::Other(format!("opening the journal failed: {e}")))??
+                .map_err(|e| JournalError::Other(format!("opening the journal failed: {e}")))??
         };
         Ok(Writer::start(file, path))
     }
@@ -620,20 +347,20 @@ impl Writer {
     }
 
     /// Writes what is appended and closes. Returns the entries written.
-    pub async fn finish(self) -> Result<u64, CliError> {
+    pub async fn finish(self) -> Result<u64, JournalError> {
         {
             let mut p = self.shared.lock();
             p.closed = true;
             self.shared.wake_writer(&mut p);
         }
-        self.handle.await.map_err(|e| CliError::Other(format!("the journal writer failed: {e}")))?
+        self.handle.await.map_err(|e| JournalError::Other(format!("the journal writer failed: {e}")))?
     }
 }
 
 /// The writer thread: takes the whole buffer when a flush is wanted, when records
 /// have waited [`LINGER`], or at the end, and writes it in one go. It ends with
 /// [`Writer::finish`], or once every handle to the journal is dropped.
-fn write_loop(shared: &Arc<Shared>, mut file: std::fs::File, path: &Path) -> Result<u64, CliError> {
+fn write_loop(shared: &Arc<Shared>, mut file: std::fs::File, path: &Path) -> Result<u64, JournalError> {
     let mut spare: Vec<u8> = Vec::with_capacity(1 << 16);
     let mut p = shared.lock();
     loop {
@@ -659,7 +386,7 @@ fn write_loop(shared: &Arc<Shared>, mut file: std::fs::File, path: &Path) -> Res
         drop(p);
         shared.room.notify_waiters();
         if !spare.is_empty() {
-            file.write_all(&spare).map_err(|source| CliError::Write { path: path.to_path_buf(), source })?;
+            file.write_all(&spare).map_err(|source| JournalError::Write { path: path.to_path_buf(), source })?;
             spare.clear();
         }
         shared.written.send_replace(upto);
@@ -672,13 +399,13 @@ fn write_loop(shared: &Arc<Shared>, mut file: std::fs::File, path: &Path) -> Res
 
 /// Replaces the journal at `path` with `entries` (write a temporary file, rename):
 /// how a format-1 journal becomes a format-2 one.
-pub fn rewrite(path: &Path, entries: &[Entry]) -> Result<(), CliError> {
-    let fail = |source| CliError::Write { path: path.to_path_buf(), source };
+pub fn rewrite(path: &Path, entries: &[Entry]) -> Result<(), JournalError> {
+    let fail = |source| JournalError::Write { path: path.to_path_buf(), source };
     let tmp = path.with_extension(format!("rewrite-{:08x}.tmp", fastrand::u32(..)));
     let mut text = Vec::with_capacity(entries.len() * 200);
     for e in entries {
         serde_json::to_writer(&mut text, e)
-            .map_err(|e| CliError::Other(format!("cannot encode a journal record: {e}")))?;
+            .map_err(|e| JournalError::Other(format!("cannot encode a journal record: {e}")))?;
         text.push(b'\n');
     }
     let written = std::fs::write(&tmp, &text).and_then(|()| std::fs::rename(&tmp, path));
@@ -689,8 +416,8 @@ pub fn rewrite(path: &Path, entries: &[Entry]) -> Result<(), CliError> {
     Ok(())
 }
 
-fn open_append(path: &Path) -> Result<std::fs::File, CliError> {
-    let fail = |source| CliError::Write { path: path.to_path_buf(), source };
+fn open_append(path: &Path) -> Result<std::fs::File, JournalError> {
+    let fail = |source| JournalError::Write { path: path.to_path_buf(), source };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(fail)?;
     }
@@ -711,17 +438,178 @@ fn last_byte(path: &Path) -> Option<u8> {
     Some(b[0])
 }
 
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+/// The batch's journal as a job store: records appended by group commit
+/// ([`Writer`]), an attempt on disk before it is sent; what earlier runs wrote
+/// ([`Loaded`]) read once at open.
+pub struct JournalStore {
+    namespace: Uuid,
+    path: PathBuf,
+    sender: Sender,
+    writer: Mutex<Option<Writer>>,
+    /// What earlier runs left.
+    prior: Arc<Loaded>,
+    /// The jobs this run wrote records for (each starts as its prior state).
+    touched: Mutex<HashMap<JobKey, JobState>>,
+    /// Uploads made in this run.
+    uploads: Mutex<HashMap<Uuid, Uuid>>,
+}
+
+impl std::fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JournalStore").field("path", &self.path).field("namespace", &self.namespace).finish()
+    }
+}
+
+impl JournalStore {
+    /// Opens the journal at `path` (made when missing) for jobs run against
+    /// `endpoint` (a URL, or [`EMBEDDED_ENDPOINT`]): a journal of another endpoint
+    /// is refused (its jobs never ran there), as is a format-1 journal (`runware
+    /// batch` converts those) or one of a newer format.
+    pub async fn open(path: impl Into<PathBuf>, endpoint: &str) -> Result<JournalStore, JournalError> {
+        let path = path.into();
+        let loaded = {
+            let p = path.clone();
+            tokio::task::spawn_blocking(move || load(&p))
+                .await
+                .map_err(|e| JournalError::Other(format!("reading the journal failed: {e}")))??
+        };
+        let refuse = |why: String| JournalError::Other(format!("{}: {why}", path.display()));
+        let (header, new) = match &loaded.header {
+            Some(h) if h.version > FORMAT_VERSION => {
+                return Err(refuse(format!(
+                    "written by a newer version (journal format {}; this one reads up to {FORMAT_VERSION})",
+                    h.version
+                )));
+            }
+            Some(h) if h.endpoint != endpoint => {
+                return Err(refuse(format!(
+                    "its jobs ran against {}, and this runner is against {endpoint}: use another file",
+                    h.endpoint
+                )));
+            }
+            Some(h) => (h.clone(), false),
+            None if loaded.is_empty() => (
+                Header {
+                    version: FORMAT_VERSION,
+                    batch_id: Uuid::new_v4(),
+                    endpoint: endpoint.to_string(),
+                    created_at_ms: now_ms(),
+                },
+                true,
+            ),
+            None => return Err(refuse("records but no header (format 1, or a first line cut short)".into())),
+        };
+        let writer = Writer::open(path.clone()).await?;
+        if new {
+            writer.sender().send_flushed(&Entry::Header(header.clone())).await.map_err(|_| JournalError::Write {
+                path: path.clone(),
+                source: std::io::Error::other("the journal closed"),
+            })?;
+        }
+        Ok(JournalStore::new(writer, path, header.batch_id, Arc::new(loaded)))
+    }
+
+    /// A store over a journal already opened and checked: `writer` appends to it,
+    /// `prior` is what it held, `namespace` its header's batch id.
+    pub fn new(writer: Writer, path: PathBuf, namespace: Uuid, prior: Arc<Loaded>) -> JournalStore {
+        JournalStore {
+            namespace,
+            path,
+            sender: writer.sender(),
+            writer: Mutex::new(Some(writer)),
+            prior,
+            touched: Mutex::default(),
+            uploads: Mutex::default(),
+        }
+    }
+
+    /// The journal's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// What the journal says of job `key` now.
+    pub fn state(&self, key: &str) -> Option<JobState> {
+        if let Some(s) = crate::sync::lock(&self.touched).get(key) {
+            return Some(s.clone());
+        }
+        self.prior.line(key).cloned()
+    }
+
+    /// Writes what is left and closes the journal; the number of records this run
+    /// appended. Records sent after this are refused.
+    pub async fn finish(&self) -> Result<u64, JournalError> {
+        let writer = crate::sync::lock(&self.writer).take();
+        match writer {
+            Some(w) => w.finish().await,
+            None => Ok(0),
+        }
+    }
+}
+
+impl super::Store for JournalStore {
+    fn namespace(&self) -> Uuid {
+        self.namespace
+    }
+
+    fn load<'a>(&'a self, key: &'a str) -> super::StoreFuture<'a, Option<JobState>> {
+        let state = self.state(key);
+        Box::pin(async move { Ok(state) })
+    }
+
+    fn record<'a>(&'a self, entry: &'a Entry) -> super::StoreFuture<'a, ()> {
+        match entry {
+            Entry::Upload(u) => {
+                crate::sync::lock(&self.uploads).insert(u.key, u.image_uuid);
+            }
+            other => {
+                if let Some(key) = other.key() {
+                    let mut touched = crate::sync::lock(&self.touched);
+                    match touched.get_mut(key) {
+                        Some(s) => s.note(other),
+                        None => {
+                            let mut s = self.prior.line(key).cloned().unwrap_or_default();
+                            s.note(other);
+                            touched.insert(key.to_string(), s);
+                        }
+                    }
+                }
+            }
+        }
+        Box::pin(async move {
+            let sent = match entry {
+                Entry::Attempt(a) => self.sender.attempt_flushed(a).await,
+                Entry::Upload(_) | Entry::Header(_) => self.sender.send_flushed(entry).await,
+                _ => self.sender.send(entry).await,
+            };
+            sent.map_err(|_| super::StoreError::Closed)
+        })
+    }
+
+    fn uploads(&self) -> Vec<(Uuid, Uuid)> {
+        let mut all: HashMap<Uuid, Uuid> = self.prior.uploads.clone();
+        all.extend(crate::sync::lock(&self.uploads).iter().map(|(k, v)| (*k, *v)));
+        all.into_iter().collect()
+    }
+
+    fn billed(&self) -> f64 {
+        self.prior.billed()
+    }
+
+    fn unfinished(&self) -> Vec<String> {
+        let touched = crate::sync::lock(&self.touched);
+        let mut keys: Vec<String> = touched.iter().filter(|(_, s)| !s.is_done()).map(|(k, _)| k.clone()).collect();
+        keys.extend(
+            self.prior.lines.iter().filter(|(k, s)| !touched.contains_key(*k) && !s.is_done()).map(|(k, _)| k.clone()),
+        );
+        keys
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::{AttemptFailed, ImageEntry, ImageRecord};
 
     fn attempt(key: &str, n: u32) -> Entry {
         Entry::Attempt(AttemptRecord {
@@ -905,7 +793,7 @@ mod tests {
         tx.send(&image("id:a", "i1")).await.unwrap();
         assert!(tx.send_flushed(&attempt("id:a", 1)).await.is_err(), "the attempt was not written");
         assert!(tx.send(&image("id:a", "i2")).await.is_err());
-        assert!(matches!(w.finish().await, Err(CliError::Write { .. })));
+        assert!(matches!(w.finish().await, Err(JournalError::Write { .. })));
     }
 
     #[test]

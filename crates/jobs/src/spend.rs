@@ -1,4 +1,4 @@
-//! `--max-cost`: the batch never submits an attempt whose estimate would take what
+//! The spend cap: a runner never submits an attempt whose estimate would take what
 //! is billed plus what is in flight over the cap.
 //!
 //! Billed is what the journal says earlier runs spent plus every image this run
@@ -27,11 +27,24 @@ pub struct Budget {
 }
 
 /// Why an attempt may not be sent.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Refusal {
     /// Its estimate would go over the cap.
-    OverCap { billed: f64, in_flight: f64, estimate: f64, cap: f64 },
+    #[error(
+        "${billed:.2} billed + ${in_flight:.2} in flight + ${estimate:.2} for this attempt would pass the cap of ${cap:.2}"
+    )]
+    OverCap {
+        /// Billed so far, USD.
+        billed: f64,
+        /// Reserved by attempts in flight, USD.
+        in_flight: f64,
+        /// The attempt's estimate, USD.
+        estimate: f64,
+        /// The cap, USD.
+        cap: f64,
+    },
     /// Its model has no known price, so the cap cannot bound it.
+    #[error("the model's price is unknown, so the cap cannot bound it")]
     Unpriced,
 }
 
@@ -82,6 +95,11 @@ impl Budget {
     /// An image arrived, billed `usd`.
     pub fn billed(&self, usd: f64) {
         self.spend().billed += micros(usd);
+    }
+
+    /// What attempts in flight have reserved, USD.
+    pub fn in_flight_total(&self) -> f64 {
+        self.spend().in_flight as f64 / 1e6
     }
 
     /// What is billed so far (earlier runs included), USD.
