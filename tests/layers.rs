@@ -1,7 +1,9 @@
-//! The module graph stays layered: within the client, the protocol and the
-//! emulator, no two modules import each other, directly or through others. (The
-//! emulator's stores know nothing of connections, its handlers work over the
-//! stores, and its server sits on top.)
+//! The module graph stays layered: within the client, the protocol, the
+//! emulator, the job runner and the CLI, no two modules import each other,
+//! directly or through others. (The emulator's stores know nothing of
+//! connections, its handlers work over the stores, and its server sits on top.
+//! The CLI: parsing and settled settings at the bottom, the shared pieces above,
+//! one module per command on top; no command imports another.)
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -72,7 +74,7 @@ fn cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
 
 fn assert_layered(dir: &str, crate_prefix: &str) {
     let graph = imports(&Path::new(env!("CARGO_MANIFEST_DIR")).join(dir), crate_prefix);
-    assert!(graph.len() > 5, "{dir} was read: {graph:?}");
+    assert!(graph.len() >= 3, "{dir} was read: {graph:?}");
     if let Some(found) = cycle(&graph) {
         panic!("modules of {dir} import each other: {}", found.join(" → "));
     }
@@ -91,6 +93,96 @@ fn the_client_is_layered() {
 #[test]
 fn the_protocol_is_layered() {
     assert_layered("src/protocol", "crate::protocol");
+}
+
+/// Module name → the top-level modules it names, for a crate whose modules are
+/// files (`x.rs`) or folders (`x/mod.rs` and more files): a folder module's
+/// imports are those of every file in it (`crate::y`, and `super::y` from its
+/// `mod.rs`, `super::super::y` from its other files).
+fn crate_imports(dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let entries: Vec<_> =
+        std::fs::read_dir(dir).expect("the source dir is readable").map(|e| e.expect("a dir entry").path()).collect();
+    let name_of = |p: &Path| p.file_stem().expect("a file name").to_string_lossy().into_owned();
+    let names: BTreeSet<String> = entries
+        .iter()
+        .filter(|p| p.is_dir() || p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| name_of(p))
+        .filter(|n| n != "lib" && n != "main")
+        .collect();
+    let named = |text: &str, prefix: &str, deps: &mut BTreeSet<String>, me: &str| {
+        for (at, _) in text.match_indices(prefix) {
+            // `super::x` that is the tail of `super::super::x` is not the file's parent.
+            if prefix == "super::" && text[..at].ends_with("super::") {
+                continue;
+            }
+            let rest = &text[at + prefix.len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || *c == '_').collect();
+            if name != me && names.contains(&name) {
+                deps.insert(name);
+            }
+        }
+    };
+    let mut graph = BTreeMap::new();
+    for me in &names {
+        let mut deps = BTreeSet::new();
+        let file = dir.join(format!("{me}.rs"));
+        if file.exists() {
+            let text = std::fs::read_to_string(&file).expect("a source file is readable");
+            named(&text, "crate::", &mut deps, me);
+            named(&text, "super::", &mut deps, me);
+        } else {
+            let mut stack = vec![dir.join(me)];
+            while let Some(d) = stack.pop() {
+                for e in std::fs::read_dir(&d).expect("a module folder is readable") {
+                    let p = e.expect("a dir entry").path();
+                    if p.is_dir() {
+                        stack.push(p);
+                        continue;
+                    }
+                    let text = std::fs::read_to_string(&p).expect("a source file is readable");
+                    named(&text, "crate::", &mut deps, me);
+                    if d == dir.join(me) && p.file_name().is_some_and(|f| f == "mod.rs") {
+                        named(&text, "super::", &mut deps, me);
+                    } else {
+                        named(&text, "super::super::", &mut deps, me);
+                    }
+                }
+            }
+        }
+        graph.insert(me.clone(), deps);
+    }
+    graph
+}
+
+#[test]
+fn the_cli_is_layered_and_no_command_imports_another() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crates/cli/src");
+    let graph = crate_imports(&dir);
+    assert!(graph.len() > 10 && graph.contains_key("batch") && graph.contains_key("fleet"), "{graph:?}");
+    if let Some(found) = cycle(&graph) {
+        panic!("modules of the CLI import each other: {}", found.join(" → "));
+    }
+    let commands = ["auth", "batch", "conformance", "edit", "fleet", "media", "ping", "result_cmd", "serve", "upload"];
+    for c in commands {
+        for d in graph.get(c).into_iter().flatten() {
+            assert!(!commands.contains(&d.as_str()), "the {c} command imports the {d} command");
+        }
+    }
+    // The bottom: parsing and settled settings import no other module but errors
+    // and output.
+    for bottom in ["args", "settings", "input", "output", "error"] {
+        let deps = graph.get(bottom).cloned().unwrap_or_default();
+        let allowed = ["error", "output", "settings", "input", "conninfo"];
+        assert!(deps.iter().all(|d| allowed.contains(&d.as_str())), "{bottom} imports {deps:?}");
+    }
+    assert_layered("crates/cli/src/batch", "crate::batch");
+    assert_layered("crates/cli/src/fleet", "crate::fleet");
+}
+
+#[test]
+fn the_job_runner_is_layered() {
+    assert_layered("crates/jobs/src", "crate");
+    assert_layered("crates/jobs/src/store", "crate::store");
 }
 
 #[test]

@@ -61,7 +61,7 @@ impl Cli {
             #[cfg(feature = "fleet")]
             Command::Worker(a) => {
                 keys.extend(a.api.api_key.clone());
-                keys.extend(crate::fleet::queue_password(&a.queue.queue));
+                keys.extend(crate::conninfo::password(&a.queue.queue));
             }
             Command::Result(a) => keys.extend(a.api.api_key.clone()),
             Command::Upload(a) => keys.extend(a.api.api_key.clone()),
@@ -407,7 +407,7 @@ impl FleetCommand {
             FleetCommand::Retry(a) => &a.batch.queue,
             FleetCommand::List(a) => &a.queue,
         };
-        let mut keys: Vec<String> = crate::fleet::queue_password(&queue.queue).into_iter().collect();
+        let mut keys: Vec<String> = crate::conninfo::password(&queue.queue).into_iter().collect();
         if let FleetCommand::Submit(a) = self {
             keys.extend(a.api.api_key.clone());
         }

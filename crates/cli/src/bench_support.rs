@@ -1,9 +1,9 @@
 //! The batch's own work per line, without the network, for `benches/pipeline.rs`:
 //! what `runware batch` does for each line besides the engine's part.
 
-use crate::batch::reader::{self, Item};
 use crate::input::Task;
 use crate::progress::Progress;
+use crate::reader::{self, Item};
 use runware_jobs::identity;
 use runware_jobs::record::{AttemptRecord, Entry, Record, now_ms};
 use runware_jobs::store::journal::Loaded;

@@ -14,6 +14,8 @@ mod batch;
 pub mod bench_support;
 mod ca;
 mod conformance;
+#[cfg(feature = "fleet")]
+mod conninfo;
 mod download;
 mod edit;
 mod embedded;
@@ -26,6 +28,7 @@ mod metrics_http;
 mod output;
 mod ping;
 mod progress;
+mod reader;
 mod result_cmd;
 mod serve;
 mod settings;

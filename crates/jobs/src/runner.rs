@@ -227,8 +227,8 @@ pub enum JobErrorKind {
 pub struct JobError {
     /// The job's key.
     pub key: JobKey,
-    /// Why.
-    pub kind: JobErrorKind,
+    /// Why (boxed: the error travels in every job's `Result`).
+    pub kind: Box<JobErrorKind>,
     /// Every image received, over every attempt and run.
     pub images: Vec<JobImage>,
     /// Attempts made.
@@ -239,7 +239,7 @@ impl JobError {
     /// True when the job is pending (not failed): a later run may finish it
     /// without sending anything twice.
     pub fn is_pending(&self) -> bool {
-        !matches!(self.kind, JobErrorKind::Failed { .. })
+        !matches!(*self.kind, JobErrorKind::Failed { .. })
     }
 }
 
@@ -538,7 +538,7 @@ impl Runner {
                         _ => Vec::new(),
                     };
                     let attempts = 0;
-                    Err(JobError { key, kind: JobErrorKind::Deadline(limit), images, attempts })
+                    Err(JobError { key, kind: Box::new(JobErrorKind::Deadline(limit)), images, attempts })
                 }
             },
         };
@@ -710,7 +710,7 @@ impl<'a> JobRun<'a> {
                 let halt = inner.halted_now().unwrap_or(Halt::Stopped);
                 return Err(JobError {
                     key: job.key,
-                    kind: JobErrorKind::Halted(halt),
+                    kind: Box::new(JobErrorKind::Halted(halt)),
                     images: Vec::new(),
                     attempts: 0,
                 });
@@ -753,12 +753,12 @@ impl<'a> JobRun<'a> {
             }),
             crate::record::Status::Error => Err(JobError {
                 key: self.job.key,
-                kind: JobErrorKind::Failed {
+                kind: Box::new(JobErrorKind::Failed {
                     code: result.code.clone().unwrap_or_default(),
                     message: result.message.clone().unwrap_or_default(),
                     parameter: result.parameter.clone(),
                     is_final: result.is_final,
-                },
+                }),
                 images: self.images,
                 attempts,
             }),
@@ -766,7 +766,7 @@ impl<'a> JobRun<'a> {
     }
 
     fn pending(self, kind: JobErrorKind, attempts: u32) -> Result<JobOutput, JobError> {
-        Err(JobError { key: self.job.key, kind, images: self.images, attempts })
+        Err(JobError { key: self.job.key, kind: Box::new(kind), images: self.images, attempts })
     }
 
     async fn run(mut self, prior: JobState) -> Result<JobOutput, JobError> {
@@ -1167,7 +1167,7 @@ impl<'a> JobRun<'a> {
             return self.pending(JobErrorKind::Halted(h), attempt.attempt);
         }
         let kind = JobErrorKind::Failed { code, message, parameter, is_final };
-        Err(JobError { key: self.job.key, kind, images: self.images, attempts: attempt.attempt })
+        Err(JobError { key: self.job.key, kind: Box::new(kind), images: self.images, attempts: attempt.attempt })
     }
 }
 

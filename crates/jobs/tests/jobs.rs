@@ -118,7 +118,7 @@ async fn two_thousand_jobs_through_faults_drops_and_an_outage_each_end_once() {
                 ok += 1;
             }
             Err(e) => {
-                match &e.kind {
+                match e.kind.as_ref() {
                     JobErrorKind::Failed { is_final: true, .. } => {}
                     other => panic!("job {i} ended with a retryable or unknown outcome: {other}"),
                 }
@@ -284,7 +284,7 @@ async fn an_account_failure_halts_every_job_with_one_error_and_nothing_runs_afte
     for h in handles {
         let e = h.await.expect("joined").expect_err("no job can succeed");
         assert!(e.is_pending(), "an account failure leaves jobs pending: {e}");
-        assert!(matches!(e.kind, JobErrorKind::Halted(Halt::Account(_))), "{e}");
+        assert!(matches!(*e.kind, JobErrorKind::Halted(Halt::Account(_))), "{e}");
     }
     assert!(matches!(runner.halted(), Some(Halt::Account(m)) if m.contains("insufficientCredits")));
     assert!(emu.stats().executions_total <= 8, "jobs stopped being sent at the first failure: {:?}", emu.stats());
@@ -302,7 +302,7 @@ async fn the_spend_cap_refuses_an_attempt_before_it_is_sent() {
         runner.run(Job::new(format!("job-{i}"), edit(i, 2))).await.expect("within the cap");
     }
     let e = runner.run(Job::new("job-2", edit(2, 2))).await.expect_err("over the cap");
-    assert!(matches!(e.kind, JobErrorKind::Halted(Halt::Budget { .. })), "{e}");
+    assert!(matches!(*e.kind, JobErrorKind::Halted(Halt::Budget { .. })), "{e}");
     assert_eq!(emu.stats().images_billed, 4);
     assert!((runner.status().billed_usd - 0.16).abs() < 1e-9);
     client.close(Duration::from_secs(1)).await;
@@ -325,7 +325,7 @@ async fn a_job_finished_earlier_returns_its_images_and_sends_nothing() {
     let bad = Kontext::builder().prompt("a refused edit").size(KontextSize::R1x1).build().expect("valid");
     emu.inject(Fault::FailTasks(FailRule::new("contentPolicyViolation", FailMatch::Every).times(1)));
     let e = runner.run(Job::new("refused", bad)).await.expect_err("refused");
-    assert!(matches!(&e.kind, JobErrorKind::Failed { is_final: true, code, .. } if code == "contentPolicyViolation"));
+    assert!(matches!(e.kind.as_ref(), JobErrorKind::Failed { is_final: true, code, .. } if code == "contentPolicyViolation"));
     client.close(Duration::from_secs(1)).await;
     emu.shutdown().await;
 }

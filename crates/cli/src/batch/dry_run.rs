@@ -2,10 +2,10 @@
 //! as a run would check them, what is left to run counted and priced, nothing
 //! sent (no connection, no emulator).
 
-use super::reader::{self, Item};
 use super::{EXIT_OK, EXIT_USAGE, blocking};
 use crate::error::CliError;
 use crate::output::{Output, dollars};
+use crate::reader::{self, Item};
 use runware_jobs::store::journal::{self, Loaded};
 use runware_ws::protocol::pricing;
 use std::collections::BTreeMap;

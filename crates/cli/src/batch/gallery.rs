@@ -4,9 +4,9 @@
 //! for ok/failed. Inline CSS and script only: it opens from disk, with no server
 //! and no network (URL-only results, from `--no-download`, are the exception).
 
-use super::reader::Lines;
 use crate::error::CliError;
 use crate::output::dollars;
+use crate::reader::Lines;
 use runware_jobs::record::{JobState as LineState, Status};
 use runware_jobs::store::journal;
 use serde_json::Value;

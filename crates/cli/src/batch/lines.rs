@@ -4,11 +4,11 @@
 //! attempts) is the runner's (`runware_jobs`); this module only says how a line
 //! looks to the person running the batch.
 
-use super::reader::LineJob;
 use super::{Ctx, Stop};
 use crate::download::{Saver, file_safe, short_uuid};
 use crate::output::{dollars, human_duration};
 use crate::progress::Progress;
+use crate::reader::LineJob;
 use runware_jobs::hooks::{Event, Hooks, JobInfo, SaveFuture, StaleVerdict};
 use runware_jobs::record::AttemptRecord;
 use runware_jobs::spend::Refusal;
@@ -40,7 +40,7 @@ pub async fn run_line(ctx: &Ctx, line: LineJob) -> Outcome {
             ctx.progress.line_done(true, Some(started.elapsed()));
             Outcome::Ok
         }
-        Err(e) => match e.kind {
+        Err(e) => match *e.kind {
             JobErrorKind::Failed { .. } => {
                 ctx.progress.line_done(false, None);
                 Outcome::Failed

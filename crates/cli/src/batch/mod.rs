@@ -15,13 +15,12 @@
 //!
 //! The batch is a `runware_jobs::Runner` on the journal store
 //! (`runware_jobs::store::journal`): the runner decides everything about attempts.
-//! Modules: `reader` (input lines → jobs), `lines` (one line's run: the runner's
+//! Modules (the input's lines come from `crate::reader`): `lines` (one line's run: the runner's
 //! job, its images saved, its progress shown), `summary`, `dry_run`, `gallery`.
 
 mod dry_run;
 mod gallery;
 pub mod lines;
-pub mod reader;
 mod summary;
 
 use super::args::{ApiArgs, BatchArgs};
@@ -31,10 +30,10 @@ use super::error::CliError;
 use super::output::{Output, human_duration};
 use super::progress::{Outage, Progress};
 use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use crate::reader::{self, Item};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use lines::Outcome;
-use reader::Item;
 use runware_jobs::record::{Entry, Header, Record};
 use runware_jobs::store::Store;
 use runware_jobs::store::journal::{self, EMBEDDED_ENDPOINT, FORMAT_VERSION, JournalStore, Loaded};

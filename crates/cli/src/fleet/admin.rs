@@ -3,7 +3,7 @@
 
 use super::FleetError;
 use super::db::{Db, stmt};
-use super::queue::admin as sql;
+use super::queue::admin_sql as sql;
 use super::states::{BatchState, TaskState};
 use crate::args::{ApiArgs, BatchIdArgs, FleetCommand, ListArgs, RetryArgs, StatusArgs};
 use crate::error::CliError;

@@ -7,7 +7,7 @@
 //! (and an implicit transaction) of its own.
 
 use super::FleetError;
-use super::queue::migration as sql;
+use super::queue::migration_sql as sql;
 use super::schema::{MIGRATION_LOCK, MIGRATIONS};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};

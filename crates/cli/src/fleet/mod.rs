@@ -17,7 +17,6 @@
 //! makes; the states are the enums of [`states`].
 
 pub mod admin;
-pub mod conninfo;
 pub mod db;
 pub mod queue;
 pub mod references;
@@ -106,10 +105,4 @@ impl From<FleetError> for CliError {
             other => CliError::Other(other.to_string()),
         }
     }
-}
-
-/// The password of the queue's connection string, as written and percent-decoded
-/// (for the redactor: it is a secret like the API key).
-pub fn queue_password(queue: &str) -> Vec<String> {
-    conninfo::password(queue)
 }

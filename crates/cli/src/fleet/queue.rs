@@ -20,7 +20,7 @@
 //! one. A state that varies with the call (`failed` or `done`, `active` or
 //! `cancelled`, each inserted row's) is a parameter, bound from the enum.
 //!
-//! The statements are `static`s, not `const`s: [`super::db::Conn::prepared`]
+//! The statements are `static`s, not `const`s: `Conn::prepared` (db.rs)
 //! caches a prepared statement by the address of its text, and a `static` has one
 //! address where a `const` is copied into each use.
 //!
@@ -42,7 +42,7 @@ macro_rules! statements {
 }
 
 /// `runware worker` (`worker.rs`).
-pub mod worker {
+pub mod worker_sql {
     statements! {
         /// Registers a worker: inserts its `runware_fleet_workers` row ($1 id, $2 host,
         /// $3 pid, $4 endpoint). No state changes.
@@ -195,7 +195,7 @@ pub mod worker {
 }
 
 /// `runware batch status|results|retry|cancel|resume|list` (`admin.rs`).
-pub mod admin {
+pub mod admin_sql {
     statements! {
         /// Reads batch $1's name, state, pause reason and endpoint. Changes nothing.
         READ_BATCH = "SELECT name, state, paused_reason, endpoint FROM runware_fleet_batches WHERE id = $1";
@@ -259,7 +259,7 @@ pub mod admin {
 }
 
 /// `runware batch submit` (`submit.rs`).
-pub mod submit {
+pub mod submit_sql {
     statements! {
         /// Reads the line identities batch $1 already has. Changes nothing.
         QUEUED_LINES = "SELECT line_key FROM runware_fleet_tasks WHERE batch_id = $1";
@@ -297,7 +297,7 @@ pub mod submit {
 }
 
 /// The references `batch submit` uploaded and workers upload again (`references.rs`).
-pub mod references {
+pub mod references_sql {
     statements! {
         /// `batch submit`: keeps batch $1's uploads, imageUUID $2[i] with its reference
         /// $3[i] (current = original); one already kept is left as it is.
@@ -328,7 +328,7 @@ pub mod references {
 }
 
 /// Applying the migrations of `schema.rs` (`db.rs`), in one transaction.
-pub mod migration {
+pub mod migration_sql {
     statements! {
         /// Takes the migration lock $1 for the transaction (one migrator at a time).
         LOCK = "SELECT pg_advisory_xact_lock($1)";
@@ -368,11 +368,11 @@ mod tests {
 
     fn every_statement() -> Vec<(&'static str, &'static str)> {
         [
-            super::worker::all(),
-            super::admin::all(),
-            super::submit::all(),
-            super::references::all(),
-            super::migration::all(),
+            super::worker_sql::all(),
+            super::admin_sql::all(),
+            super::submit_sql::all(),
+            super::references_sql::all(),
+            super::migration_sql::all(),
         ]
         .concat()
     }

@@ -12,7 +12,7 @@
 
 use super::FleetError;
 use super::db::{Db, stmt};
-use super::queue::references as sql;
+use super::queue::references_sql as sql;
 use runware_ws::client::{Client, ReferenceCache};
 use serde_json::Value;
 use std::collections::HashMap;

@@ -5,7 +5,7 @@
 //! through [`ToSql`] and [`FromSql`]): a state the schema does not know cannot be
 //! written from Rust, and one read from the database that this build does not know
 //! is an error, not a string passed along. The states a statement names as SQL
-//! literals are checked against these enums by the tests of [`super::queue`].
+//! literals are checked against these enums by the tests of the queue module (queue.rs).
 
 use bytes::BytesMut;
 use std::error::Error;

@@ -16,15 +16,15 @@
 
 use super::FleetError;
 use super::db::{Db, stmt};
-use super::queue::submit as sql;
+use super::queue::submit_sql as sql;
 use super::references::{self, Kept};
 use super::states::TaskState;
 use crate::args::{ApiArgs, SubmitArgs};
-use crate::batch::reader::{self, Item};
 use crate::embedded::{self, Endpoint};
 use crate::error::CliError;
 use crate::input::Task;
 use crate::output::Output;
+use crate::reader::{self, Item};
 use runware_jobs::identity;
 use runware_jobs::store::journal::Loaded;
 use runware_ws::client::{Client, ReferenceCache};

@@ -19,7 +19,7 @@
 //! `sslkey`) are refused with an error naming the key.
 
 use super::FleetError;
-use super::conninfo::{key_values, percent_decode, url_query};
+use crate::conninfo::{key_values, percent_decode, url_query};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::pem::PemObject;

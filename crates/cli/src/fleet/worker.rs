@@ -21,7 +21,7 @@
 
 use super::FleetError;
 use super::db::{Conn, Db, stmt};
-use super::queue::worker as sql;
+use super::queue::worker_sql as sql;
 use super::references::Renewed;
 use super::states::TaskState;
 use crate::args::{ApiArgs, WorkerArgs};
@@ -465,7 +465,7 @@ async fn handed_back_if_unrecorded(ctx: &Ctx, task: &Claimed, result: Result<(),
     if let Err(e) = result {
         // A live worker's leases never expire: a task left leased here would wait for
         // ever. Hand it back plainly (its outcome is unknown: same taskUUID).
-        let fallback = if e.is_connection() { Err(e) } else { abandon(ctx, &task).await.map_err(|_| e) };
+        let fallback = if e.is_connection() { Err(e) } else { abandon(ctx, task).await.map_err(|_| e) };
         if let Err(e) = fallback {
             tracing::error!(error = %e, task_uuid = %task.task_uuid, "cannot record the task's outcome; it is handed out again once this worker stops");
         } else {
