@@ -61,13 +61,13 @@ def batch(n, target_url=url, env=None):
 print(f"server: one result per frame, zero latency, own process; {inflight} in flight; median of {runs} "
       f"interleaved runs; {os.cpu_count()} cores, {os.uname().sysname} {os.uname().release}")
 print()
-print("| tasks | bare loop CPU/task (µs) | library (µs) | library / bare | runware batch (µs) | batch / bare | batch wall tasks/s |")
-print("|---|---|---|---|---|---|---|")
+print("| tasks | bare loop CPU/task (µs) | library (µs) | library / bare | jobs (µs) | jobs / library | runware batch (µs) | batch / bare | batch wall tasks/s |")
+print("|---|---|---|---|---|---|---|---|---|")
 for n in (2000, 20000):
-    cpu = {m: [] for m in ("bare", "library", "batch")}
+    cpu = {m: [] for m in ("bare", "library", "jobs", "batch")}
     wall = []
     for _ in range(runs):
-        for m in ("bare", "library"):
+        for m in ("bare", "library", "jobs"):
             cpu[m].append(run([peer, m, url, str(n), inflight])[0])
         c, w = batch(n)
         cpu["batch"].append(c)
@@ -75,6 +75,7 @@ for n in (2000, 20000):
     med = {m: statistics.median(v) for m, v in cpu.items()}
     us = lambda s: s / n * 1e6
     print(f"| {n:,} | {us(med['bare']):.1f} | {us(med['library']):.1f} | {med['library'] / med['bare']:.2f}× "
+          f"| {us(med['jobs']):.1f} | {med['jobs'] / med['library']:.2f}× "
           f"| {us(med['batch']):.1f} | {med['batch'] / med['bare']:.2f}× | {n / statistics.median(wall):,.0f} |")
 
 # Start to first task on the wire: one line, the process spawned -> the server's

@@ -5,7 +5,9 @@
 //!   UNIX_NS` whenever a new connection sends its first task; runs until killed;
 //! - `batch_bench bare URL N C` — the benches' baseline client (a bare
 //!   tokio-tungstenite loop: no validation, deadlines or recovery), N tasks, C in flight;
-//! - `batch_bench library URL N C` — the same load through `runware_ws::Client`.
+//! - `batch_bench library URL N C` — the same load through `runware_ws::Client`;
+//! - `batch_bench jobs URL N C` — the same load as jobs of a `runware_jobs::Runner`
+//!   (memory store): what the runner's guarantees cost per task over a plain submit.
 //!
 //! Each process does only its job, so `/usr/bin/time` around it is its CPU.
 
@@ -34,7 +36,7 @@ fn main() {
                 std::thread::sleep(Duration::from_micros(200));
             }
         }
-        Some(mode @ ("bare" | "library")) if args.len() == 4 => {
+        Some(mode @ ("bare" | "library" | "jobs")) if args.len() == 4 => {
             let url = args[1].clone();
             let n: u64 = args[2].parse().expect("N: a number of tasks");
             let c: usize = args[3].parse().expect("C: tasks in flight");
@@ -45,6 +47,21 @@ fn main() {
                         let base = base.clone();
                         async move {
                             base.run().await;
+                        }
+                    })
+                    .await;
+                } else if mode == "jobs" {
+                    let client =
+                        Client::builder().url(url).api_key("bench-key").max_in_flight(c).build().expect("client");
+                    client.wait_connected().await.expect("connected");
+                    let runner = runware_jobs::Runner::builder(client).keep_outputs(false).build();
+                    let task = kontext_task();
+                    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                    closed_loop(c, n, move || {
+                        let (runner, task, next) = (runner.clone(), task.clone(), next.clone());
+                        async move {
+                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            runner.run(runware_jobs::Job::new(i.to_string(), task)).await.expect("a result");
                         }
                     })
                     .await;
@@ -65,7 +82,7 @@ fn main() {
             rt.shutdown_timeout(Duration::from_secs(1));
         }
         _ => {
-            eprintln!("usage: batch_bench serve | bare URL N C | library URL N C");
+            eprintln!("usage: batch_bench serve | bare URL N C | library URL N C | jobs URL N C");
             std::process::exit(2);
         }
     }

@@ -221,6 +221,38 @@ pub async fn save_images(
     futures::future::join_all(jobs).await.into_iter().collect()
 }
 
+/// Saves the images of jobs as they arrive: `NNNNN-<task>-<image>.<ext>` in one
+/// folder (`NNNNN` the job's line). The job runner's hooks of `runware worker`;
+/// `runware batch` wraps them with its progress.
+pub struct ImageFiles {
+    /// The downloader and writer.
+    pub saver: Saver,
+    /// Where the files go.
+    pub dir: PathBuf,
+}
+
+impl runware_jobs::Hooks for ImageFiles {
+    fn saves(&self, image: &runware_ws::client::ImageResult) -> bool {
+        self.saver.saves(&image.output)
+    }
+
+    fn save<'a>(
+        &'a self,
+        job: &'a runware_jobs::JobInfo<'a>,
+        attempt: &'a runware_jobs::record::AttemptRecord,
+        image: &'a runware_ws::client::ImageResult,
+    ) -> runware_jobs::hooks::SaveFuture<'a> {
+        Box::pin(async move {
+            let stem =
+                format!("{:05}-{}-{}", job.line, short_uuid(&attempt.task_uuid), file_safe(image.image_uuid.as_str()));
+            match self.saver.save(&image.output, &self.dir, &stem, job.task.fallback_ext()).await {
+                Ok(saved) => Ok(saved.path.map(|p| p.display().to_string())),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

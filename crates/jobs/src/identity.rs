@@ -63,14 +63,30 @@ fn push_decimal(out: &mut String, n: u32) {
 
 /// The taskUUID of attempt `attempt` (1-based) of the line `key` in batch `batch`.
 pub fn attempt_uuid(batch: Uuid, key: &str, attempt: u32) -> Uuid {
-    let mut name = Vec::with_capacity(16 + key.len() + 12);
-    name.extend_from_slice(batch.as_bytes());
-    name.extend_from_slice(key.as_bytes());
-    name.push(b'\n');
-    let mut number = String::new();
-    push_decimal(&mut number, attempt);
-    name.extend_from_slice(number.as_bytes());
-    stamp_v4(Uuid::new_v5(&ATTEMPT_NAMESPACE, &name))
+    // `Uuid::new_v5(ATTEMPT_NAMESPACE, batch ‖ key ‖ "\n" ‖ attempt)` stamped as v4,
+    // hashed in place (no buffer for the name).
+    let mut h = sha1_smol::Sha1::new();
+    h.update(ATTEMPT_NAMESPACE.as_bytes());
+    h.update(batch.as_bytes());
+    h.update(key.as_bytes());
+    h.update(b"\n");
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut n = attempt;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    h.update(&digits[i..]);
+    let digest = h.digest().bytes();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    // The v4 stamp overwrites the version and variant bits a v5 stamp would set.
+    uuid::Builder::from_random_bytes(bytes).into_uuid()
 }
 
 /// The taskUUID a format-1 journal (no header) gave a line: a hash of the input's

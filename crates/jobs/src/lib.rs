@@ -39,7 +39,9 @@ pub mod throttle;
 pub use hooks::{Event, Hooks, JobInfo, NoHooks};
 pub use policy::{Decision, Failure, History, RetryPolicy, decide};
 pub use record::ImageRecord;
-pub use runner::{Halt, Job, JobError, JobErrorKind, JobImage, JobOutput, Runner, RunnerBuilder, RunnerStatus};
+pub use runner::{
+    AttemptEnd, Halt, Job, JobError, JobErrorKind, JobImage, JobOutput, Runner, RunnerBuilder, RunnerStatus,
+};
 pub use store::journal::JournalStore;
 pub use store::{MemoryStore, Store, StoreError};
 pub use task::JobTask;

@@ -292,15 +292,45 @@ impl JobState {
     /// state in memory: an outcome's images are merged, not kept twice).
     pub fn note(&mut self, entry: &Entry) {
         match entry {
+            Entry::Attempt(a) => {
+                if self.attempt.as_ref().is_none_or(|old| a.attempt >= old.attempt) {
+                    self.attempt = Some(a.clone());
+                }
+                if self.result.as_ref().is_some_and(|r| !r.is_done()) {
+                    self.result = None;
+                }
+            }
+            Entry::Image(i) => {
+                if !self.images.iter().any(|have| have.image_uuid == i.image.image_uuid) {
+                    self.images.push(i.image.clone());
+                }
+            }
+            Entry::AttemptFailed(f) => {
+                if !self.failed.contains(&f.attempt) {
+                    self.failed.push(f.attempt);
+                }
+            }
             Entry::Result(r) => {
                 for img in &r.images {
                     if !self.images.iter().any(|have| have.image_uuid == img.image_uuid) {
                         self.images.push(img.clone());
                     }
                 }
-                self.result = Some(Record { images: Vec::new(), results: Vec::new(), ..r.clone() });
+                self.result = Some(Record {
+                    key: r.key.clone(),
+                    line: r.line,
+                    task_uuid: r.task_uuid,
+                    status: r.status,
+                    attempts: r.attempts,
+                    images: Vec::new(),
+                    results: r.results.clone(),
+                    code: r.code.clone(),
+                    message: r.message.clone(),
+                    parameter: r.parameter.clone(),
+                    latency_ms: r.latency_ms,
+                    is_final: r.is_final,
+                });
             }
-            Entry::Attempt(_) | Entry::Image(_) | Entry::AttemptFailed(_) => self.apply(entry.clone()),
             Entry::Header(_) | Entry::Upload(_) => {}
         }
     }

@@ -117,6 +117,23 @@ impl References {
     /// `task` with its inline (or interned) references replaced by the imageUUIDs
     /// of their uploads, each uploaded the first time it is needed.
     pub async fn prepare(&self, task: Task) -> Result<Prepared, ClientError> {
+        // Nothing inline and nothing interned: the task is sent as it is (a Kontext
+        // task is not rebuilt, so not validated again).
+        let needs_upload = |t: &ImageInference| {
+            t.inputs.iter().flat_map(|i| &i.reference_images).any(|r| match r {
+                ReferenceImage::DataUri(_) | ReferenceImage::Base64(_) => true,
+                ReferenceImage::Uuid(key) => self.texts.text(key).is_some(),
+                ReferenceImage::Url(_) => false,
+            })
+        };
+        let untouched = match &task {
+            Task::Kontext(t) => !needs_upload(t.as_inference()),
+            Task::Inference(t) => !needs_upload(t),
+            Task::Raw(_) => true,
+        };
+        if untouched {
+            return Ok(Prepared { task, uploads: Vec::new(), referenced: Vec::new() });
+        }
         let (mut inner, kontext) = match task {
             Task::Kontext(t) => (t.into_inner(), true),
             Task::Inference(t) => (*t, false),

@@ -524,15 +524,13 @@ impl Runner {
     /// A job the store already finished returns its recorded outcome, sending
     /// nothing; an unfinished one continues where it stopped.
     pub async fn run(&self, job: Job) -> Result<JobOutput, JobError> {
-        let deadline = job.deadline;
-        let key = job.key.clone();
-        let run = JobRun::start(&self.inner, job);
-        let ended = match deadline {
-            None => run.await,
-            Some(limit) => match tokio::time::timeout(limit, run).await {
+        let ended = match job.deadline {
+            None => JobRun::start(&self.inner, job).await,
+            Some(limit) => match tokio::time::timeout(limit, JobRun::start(&self.inner, job.clone())).await {
                 Ok(ended) => ended,
                 Err(_) => {
                     // The attempt in flight (if any) is recorded open: a later run recovers it.
+                    let key = job.key;
                     let images = match self.inner.store.load(&key).await {
                         Ok(Some(s)) => s.images.into_iter().map(|record| JobImage { record, output: None }).collect(),
                         _ => Vec::new(),
@@ -549,6 +547,56 @@ impl Runner {
             Err(_) => c.failed.fetch_add(1, Relaxed),
         };
         ended
+    }
+}
+
+/// How one attempt ended, for a caller that keeps its own records
+/// ([`Runner::attempt`]).
+#[derive(Debug)]
+pub struct AttemptEnd {
+    /// Every image of the job: those given, then those this attempt brought (each once).
+    pub images: Vec<ImageRecord>,
+    /// Result items that are not images, as received.
+    pub results: Vec<Value>,
+    /// `Ok` when every result arrived; else the failure to hand to
+    /// [`decide`](crate::policy::decide) (a halt of the runner is an unknown outcome).
+    pub outcome: Result<(), Failure>,
+    /// The imageUUIDs of the uploads the attempt referenced.
+    pub referenced: Vec<Uuid>,
+}
+
+impl Runner {
+    /// Runs one attempt of `job` — number `number`, under `task_uuid`, for the
+    /// results `images` does not have yet (the seed moved past them) — through
+    /// the runner's throttle, spend cap, references and hooks, and records
+    /// nothing: for a caller that keeps the job's records itself and decides with
+    /// [`decide`](crate::policy::decide) (a queue that leases jobs to workers).
+    pub async fn attempt(&self, job: &Job, number: u32, task_uuid: Uuid, images: Vec<ImageRecord>) -> AttemptEnd {
+        let wanted = job.task.wanted();
+        let mut run = JobRun {
+            inner: &self.inner,
+            job: job.clone(),
+            outputs: vec![None; images.len()],
+            images,
+            others: Vec::new(),
+            save_error: None,
+            started: None,
+            referenced: Vec::new(),
+            history: History { wanted, ..History::default() },
+            recorded: number,
+            keeps_records: false,
+        };
+        let mut attempt = run.next_attempt(number, wanted);
+        attempt.task_uuid = task_uuid;
+        let outcome = match run.attempt(&attempt, false).await {
+            Ended::Complete => Ok(()),
+            Ended::Failed(e) => Err(Failure::of(&e)),
+            Ended::Halted(h) => Err(Failure::Unknown { message: h.to_string() }),
+        };
+        if let Some(e) = &run.save_error {
+            tracing::warn!(error = %e, task_uuid = %task_uuid, "an image could not be saved; recorded with its URL");
+        }
+        AttemptEnd { images: run.images, results: run.others, outcome, referenced: run.referenced }
     }
 }
 
@@ -688,7 +736,9 @@ struct JobRun<'a> {
     inner: &'a Inner,
     job: Job,
     /// Every image of the job (earlier runs' included), each once.
-    images: Vec<JobImage>,
+    images: Vec<ImageRecord>,
+    /// The output of each of `images`, when received in this run and kept.
+    outputs: Vec<Option<ImageOutput>>,
     /// Non-image results of this run.
     others: Vec<Value>,
     /// Why an image could not be saved, if one could not.
@@ -699,6 +749,8 @@ struct JobRun<'a> {
     history: History,
     /// The highest attempt number the store has a record of (recorded before it is sent).
     recorded: u32,
+    /// False for [`Runner::attempt`]: the caller keeps the records.
+    keeps_records: bool,
 }
 
 impl<'a> JobRun<'a> {
@@ -716,11 +768,12 @@ impl<'a> JobRun<'a> {
                 });
             }
         };
-        let images = prior.images.iter().map(|record| JobImage { record: record.clone(), output: None }).collect();
+        let images = prior.images.clone();
         let wanted = job.task.wanted();
         let run = JobRun {
             inner,
             job,
+            outputs: vec![None; images.len()],
             images,
             others: Vec::new(),
             save_error: None,
@@ -728,6 +781,7 @@ impl<'a> JobRun<'a> {
             referenced: Vec::new(),
             history: History { wanted, ..History::default() },
             recorded: prior.attempt.as_ref().map_or(0, |a| a.attempt),
+            keeps_records: true,
         };
         if let Some(result) = prior.result.as_ref().filter(|r| r.is_done()) {
             return run.earlier(result);
@@ -735,17 +789,28 @@ impl<'a> JobRun<'a> {
         run.run(prior).await
     }
 
+    /// The images with their outputs, for the caller.
+    fn job_images(&mut self) -> Vec<JobImage> {
+        let outputs = std::mem::take(&mut self.outputs);
+        std::mem::take(&mut self.images)
+            .into_iter()
+            .zip(outputs.into_iter().chain(std::iter::repeat_with(|| None)))
+            .map(|(record, output)| JobImage { record, output })
+            .collect()
+    }
+
     fn info(&self) -> JobInfo<'_> {
         JobInfo { key: &self.job.key, line: self.job.line, task: &self.job.task }
     }
 
     /// The outcome an earlier run recorded.
-    fn earlier(self, result: &Record) -> Result<JobOutput, JobError> {
+    fn earlier(mut self, result: &Record) -> Result<JobOutput, JobError> {
         let attempts = result.attempts.unwrap_or(1);
+        let images = self.job_images();
         match result.status {
             crate::record::Status::Ok => Ok(JobOutput {
                 key: self.job.key,
-                images: self.images,
+                images,
                 results: result.results.clone(),
                 attempts,
                 task_uuid: result.task_uuid,
@@ -759,14 +824,15 @@ impl<'a> JobRun<'a> {
                     parameter: result.parameter.clone(),
                     is_final: result.is_final,
                 }),
-                images: self.images,
+                images,
                 attempts,
             }),
         }
     }
 
-    fn pending(self, kind: JobErrorKind, attempts: u32) -> Result<JobOutput, JobError> {
-        Err(JobError { key: self.job.key, kind: Box::new(kind), images: self.images, attempts })
+    fn pending(mut self, kind: JobErrorKind, attempts: u32) -> Result<JobOutput, JobError> {
+        let images = self.job_images();
+        Err(JobError { key: self.job.key, kind: Box::new(kind), images, attempts })
     }
 
     async fn run(mut self, prior: JobState) -> Result<JobOutput, JobError> {
@@ -921,7 +987,7 @@ impl<'a> JobRun<'a> {
             None => task,
             Some(refs) => match refs.prepare(task).await {
                 Ok(p) => {
-                    for u in &p.uploads {
+                    for u in p.uploads.iter().filter(|_| self.keeps_records) {
                         let entry =
                             Entry::Upload(UploadRecord { key: u.key, image_uuid: u.image_uuid, at_ms: now_ms() });
                         if let Err(h) = inner.record(&entry).await {
@@ -966,7 +1032,7 @@ impl<'a> JobRun<'a> {
                 return Ended::Halted(inner.halted_now().unwrap_or(Halt::Stopped));
             }
         };
-        if attempt.attempt > self.recorded {
+        if self.keeps_records && attempt.attempt > self.recorded {
             if let Err(h) = inner.record(&Entry::Attempt(attempt.clone())).await {
                 return Ended::Halted(h);
             }
@@ -1001,7 +1067,7 @@ impl<'a> JobRun<'a> {
                     continue;
                 }
             };
-            if self.images.iter().any(|have| have.record.image_uuid == image.image_uuid.as_str()) {
+            if self.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
                 continue;
             }
             let path = if inner.hooks.saves(&image) {
@@ -1028,10 +1094,11 @@ impl<'a> JobRun<'a> {
                 task_uuid: attempt.task_uuid,
                 image: record,
             });
-            let recorded = inner.record(&entry).await;
+            let recorded = if self.keeps_records { inner.record(&entry).await } else { Ok(()) };
             if let Entry::Image(e) = entry {
                 let output = inner.keep_outputs.then_some(image.output);
-                self.images.push(JobImage { record: e.image, output });
+                self.images.push(e.image);
+                self.outputs.push(output);
             }
             recorded.map_err(Collected::Halted)?;
         }
@@ -1117,19 +1184,26 @@ impl<'a> JobRun<'a> {
             let message = format!("the task succeeded but not every image could be saved: {e}");
             return self.fail(attempt, "saveFailed".into(), message, None, false).await;
         }
-        let record = Record {
-            images: self.images.iter().map(|i| i.record.clone()).collect(),
-            results: self.others.clone(),
+        // The images go into the record and come back out of it: not copied.
+        let entry = Entry::Result(Record {
+            images: std::mem::take(&mut self.images),
+            results: std::mem::take(&mut self.others),
             attempts: Some(attempt.attempt),
             latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
             ..Record::ok(self.job.key.clone(), self.job.line, attempt.task_uuid)
-        };
-        if let Err(h) = self.inner.record(&Entry::Result(record)).await {
+        });
+        let recorded = self.inner.record(&entry).await;
+        if let Entry::Result(r) = entry {
+            self.images = r.images;
+            self.others = r.results;
+        }
+        if let Err(h) = recorded {
             return self.pending(JobErrorKind::Halted(h), attempt.attempt);
         }
+        let images = self.job_images();
         Ok(JobOutput {
             key: self.job.key,
-            images: self.images,
+            images,
             results: self.others,
             attempts: attempt.attempt,
             task_uuid: attempt.task_uuid,
@@ -1138,7 +1212,7 @@ impl<'a> JobRun<'a> {
     }
 
     async fn fail(
-        self,
+        mut self,
         attempt: &AttemptRecord,
         code: String,
         message: String,
@@ -1149,7 +1223,7 @@ impl<'a> JobRun<'a> {
             .hooks
             .event(&self.info(), Event::Failed { code: &code, message: &message, parameter: parameter.as_deref() });
         let record = Record {
-            images: self.images.iter().map(|i| i.record.clone()).collect(),
+            images: self.images.clone(),
             results: self.others.clone(),
             attempts: Some(attempt.attempt),
             latency_ms: self.started.map(|s| latency_ms(s.elapsed())),
@@ -1167,7 +1241,8 @@ impl<'a> JobRun<'a> {
             return self.pending(JobErrorKind::Halted(h), attempt.attempt);
         }
         let kind = JobErrorKind::Failed { code, message, parameter, is_final };
-        Err(JobError { key: self.job.key, kind: Box::new(kind), images: self.images, attempts: attempt.attempt })
+        let images = self.job_images();
+        Err(JobError { key: self.job.key, kind: Box::new(kind), images, attempts: attempt.attempt })
     }
 }
 

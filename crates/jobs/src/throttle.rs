@@ -16,6 +16,8 @@ struct State {
     cap: usize,
     in_use: usize,
     last_cut: Option<Instant>,
+    /// Acquirers waiting for a place (a release wakes them only when there are some).
+    waiters: usize,
 }
 
 /// An adjustable limit on tasks in flight.
@@ -34,8 +36,25 @@ pub struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        self.throttle.with(|s| s.in_use = s.in_use.saturating_sub(1));
-        self.throttle.freed.notify_waiters();
+        let wake = self.throttle.with(|s| {
+            s.in_use = s.in_use.saturating_sub(1);
+            s.waiters > 0
+        });
+        if wake {
+            self.throttle.freed.notify_waiters();
+        }
+    }
+}
+
+/// An acquirer waiting for a place; counted while it waits (also when its future
+/// is dropped mid-wait).
+struct Waiting<'a> {
+    throttle: &'a Throttle,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.throttle.with(|s| s.waiters = s.waiters.saturating_sub(1));
     }
 }
 
@@ -43,7 +62,11 @@ impl Throttle {
     /// A cap of `max`, starting at `max`.
     pub fn new(max: usize) -> Throttle {
         let max = max.max(1);
-        Throttle { max, state: Mutex::new(State { cap: max, in_use: 0, last_cut: None }), freed: Notify::new() }
+        Throttle {
+            max,
+            state: Mutex::new(State { cap: max, in_use: 0, last_cut: None, waiters: 0 }),
+            freed: Notify::new(),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
@@ -53,23 +76,43 @@ impl Throttle {
 
     /// Waits for a place under the current cap.
     pub async fn acquire(&self) -> Slot<'_> {
+        // The common case: a place is free (no waiter registered).
+        if self.try_take() {
+            return Slot { throttle: self };
+        }
         loop {
             // Registered before the check, so a release between the two is not missed.
             let freed = self.freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
+            // Under the same lock as a release's check of `waiters`: a release after
+            // this sees the waiter and wakes it; one before it left room here.
             let got = self.with(|s| {
                 let free = s.in_use < s.cap;
                 if free {
                     s.in_use += 1;
+                } else {
+                    s.waiters += 1;
                 }
                 free
             });
             if got {
                 return Slot { throttle: self };
             }
+            let _waiting = Waiting { throttle: self };
             freed.await;
         }
+    }
+
+    /// Takes a place if one is free under the cap.
+    fn try_take(&self) -> bool {
+        self.with(|s| {
+            let free = s.in_use < s.cap;
+            if free {
+                s.in_use += 1;
+            }
+            free
+        })
     }
 
     /// The server said "too many requests": halve the cap (once per cool-down).

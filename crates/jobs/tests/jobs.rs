@@ -325,7 +325,9 @@ async fn a_job_finished_earlier_returns_its_images_and_sends_nothing() {
     let bad = Kontext::builder().prompt("a refused edit").size(KontextSize::R1x1).build().expect("valid");
     emu.inject(Fault::FailTasks(FailRule::new("contentPolicyViolation", FailMatch::Every).times(1)));
     let e = runner.run(Job::new("refused", bad)).await.expect_err("refused");
-    assert!(matches!(e.kind.as_ref(), JobErrorKind::Failed { is_final: true, code, .. } if code == "contentPolicyViolation"));
+    assert!(
+        matches!(e.kind.as_ref(), JobErrorKind::Failed { is_final: true, code, .. } if code == "contentPolicyViolation")
+    );
     client.close(Duration::from_secs(1)).await;
     emu.shutdown().await;
 }

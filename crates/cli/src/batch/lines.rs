@@ -5,7 +5,7 @@
 //! looks to the person running the batch.
 
 use super::{Ctx, Stop};
-use crate::download::{Saver, file_safe, short_uuid};
+use crate::download::ImageFiles;
 use crate::output::{dollars, human_duration};
 use crate::progress::Progress;
 use crate::reader::LineJob;
@@ -14,7 +14,6 @@ use runware_jobs::record::AttemptRecord;
 use runware_jobs::spend::Refusal;
 use runware_jobs::{Halt, Job, JobErrorKind};
 use runware_ws::client::ImageResult;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// How a line's run ended.
@@ -59,8 +58,7 @@ pub async fn run_line(ctx: &Ctx, line: LineJob) -> Outcome {
 
 /// What the batch does while the runner runs its lines: saves images, shows progress.
 pub struct LineHooks {
-    pub saver: Saver,
-    pub out_dir: PathBuf,
+    pub files: ImageFiles,
     pub progress: Arc<Progress>,
 }
 
@@ -112,18 +110,11 @@ impl Hooks for LineHooks {
     }
 
     fn saves(&self, image: &ImageResult) -> bool {
-        self.saver.saves(&image.output)
+        self.files.saves(image)
     }
 
     fn save<'a>(&'a self, job: &'a JobInfo<'a>, attempt: &'a AttemptRecord, image: &'a ImageResult) -> SaveFuture<'a> {
-        Box::pin(async move {
-            let stem =
-                format!("{:05}-{}-{}", job.line, short_uuid(&attempt.task_uuid), file_safe(image.image_uuid.as_str()));
-            match self.saver.save(&image.output, &self.out_dir, &stem, job.task.fallback_ext()).await {
-                Ok(saved) => Ok(saved.path.map(|p| p.display().to_string())),
-                Err(e) => Err(e.to_string()),
-            }
-        })
+        self.files.save(job, attempt, image)
     }
 }
 

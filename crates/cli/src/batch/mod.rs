@@ -24,7 +24,7 @@ pub mod lines;
 mod summary;
 
 use super::args::{ApiArgs, BatchArgs};
-use super::download::Saver;
+use super::download::{ImageFiles, Saver};
 use super::embedded::{self, Endpoint};
 use super::error::CliError;
 use super::output::{Output, human_duration};
@@ -302,8 +302,7 @@ async fn execute(
     let concurrency = args.concurrency as usize;
     progress.set_cap(concurrency, concurrency);
     let hooks = lines::LineHooks {
-        saver: Saver::new(args.downloads as usize, !args.no_download)?,
-        out_dir: args.out.clone(),
+        files: ImageFiles { saver: Saver::new(args.downloads as usize, !args.no_download)?, dir: args.out.clone() },
         progress: progress.clone(),
     };
     let policy = RetryPolicy {

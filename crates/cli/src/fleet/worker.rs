@@ -9,13 +9,14 @@
 //! - **Heartbeat and sweep**: every third of the lease this worker updates its
 //!   `last_seen` and hands back the leases of workers silent for longer than the
 //!   lease (a task handed out `max_deliveries` times goes to `dead`).
-//! - **Outcomes**: success → `done` (compare-and-set on the attempt: the first
-//!   completion wins, later ones change nothing); a failure the server reported
-//!   as retryable → the next attempt under a new taskUUID (`parked` when the
-//!   retries are used up); refused for good → `failed`; an unknown outcome → back
-//!   to `queued` under the same taskUUID (the next delivery recovers it through
-//!   `conflictTaskUUID` → `getResponse`); the key refused or no credits → the batch
-//!   is `paused`.
+//! - **One attempt per delivery** through the job runner (`Runner::attempt`: its
+//!   hooks save the images); **what next** is `runware_jobs::decide`'s, and this
+//!   module only writes its decision to the queue: done → `done` (compare-and-set
+//!   on the attempt: the first completion wins, later ones change nothing); a new
+//!   attempt → the next taskUUID (`parked` by the queue when the batch's attempts
+//!   are used up); resend or recover → back to `queued` under the same taskUUID
+//!   (the next delivery recovers it through `conflictTaskUUID` → `getResponse`);
+//!   failed for good → `failed`; the account → the batch is `paused`.
 //! - **SIGTERM / Ctrl-C**: stop claiming, wait `--grace` for the tasks in flight,
 //!   hand the rest back (not counted as deliveries).
 
@@ -25,20 +26,18 @@ use super::queue::worker_sql as sql;
 use super::references::Renewed;
 use super::states::TaskState;
 use crate::args::{ApiArgs, WorkerArgs};
-use crate::download::{Saver, file_safe, short_uuid};
+use crate::download::{ImageFiles, Saver};
 use crate::embedded::{self, Endpoint};
 use crate::error::CliError;
-use crate::input::{self, Task};
+use crate::input;
 use crate::output::Output;
-use futures::StreamExt;
 use runware_jobs::identity;
 use runware_jobs::policy::{Decision, FORGOTTEN_REFERENCE, Failure, History, RetryPolicy, decide};
 use runware_jobs::record::ImageRecord;
-use runware_ws::client::{Client, ClientError, ImageResult};
-use runware_ws::protocol::ResultItem;
+use runware_jobs::{Job, Runner};
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::time::Duration;
@@ -79,9 +78,8 @@ struct Claimed {
 
 struct Ctx {
     db: Arc<Db>,
-    client: Client,
-    saver: Saver,
-    out_dir: PathBuf,
+    /// Runs each delivery's attempt (its hooks save the images).
+    runner: Runner,
     worker: Uuid,
     endpoint: String,
     /// The retry policy of every delivery (the queue bounds attempts and deliveries).
@@ -125,13 +123,18 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     if resumed > 0 {
         out.notice(&format!("the key works: {resumed} batch(es) paused for a refused key resumed"));
     }
-    let saver = Saver::new(8, !args.no_download)?;
+    let files = ImageFiles { saver: Saver::new(8, !args.no_download)?, dir: args.out.clone() };
+    // The queue keeps the records and the fleet-wide caps; references are the
+    // queue's too (uploaded at submit, renewed by `renew_references`).
+    let runner = Runner::builder(client.clone())
+        .hooks(Arc::new(files))
+        .max_in_flight(concurrency)
+        .upload_references(false)
+        .build();
     let renewed = Renewed::load(&db, client.clone()).await?;
     let ctx = Arc::new(Ctx {
         db: db.clone(),
-        client: client.clone(),
-        saver,
-        out_dir: args.out.clone(),
+        runner,
         worker,
         endpoint: endpoint_id.clone(),
         policy: RetryPolicy {
@@ -610,60 +613,11 @@ async fn execute(ctx: &Ctx, task: &mut Claimed) -> (Result<(), Failure>, Vec<Val
             );
         }
     };
-    let have = task.images.len() as u32;
-    let missing = (task.wanted as u32).saturating_sub(have).max(1);
-    let seed = built.seed().map(|s| s.checked_add(u64::from(have)).unwrap_or(s));
-    let seed = if have > 0 { seed } else { None };
-    let attempt = match built.for_attempt(task.task_uuid, missing, seed) {
-        Ok(t) => t,
-        Err(e) => {
-            let e = input::LineError::violations(e);
-            return (
-                Err(Failure::Final { code: e.code.into(), message: e.message, parameter: e.parameter }),
-                Vec::new(),
-            );
-        }
-    };
-    let fallback_ext = attempt.fallback_ext();
-    let mut stream: futures::stream::BoxStream<'static, Result<ResultItem, ClientError>> = match attempt {
-        Task::Kontext(t) => match ctx.client.kontext_stream(*t).await {
-            Ok(s) => s.map(|r| r.map(|img| img.item)).boxed(),
-            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
-        },
-        Task::Inference(t) => match ctx.client.submit(*t).await {
-            Ok(s) => s.boxed(),
-            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
-        },
-        Task::Raw(r) => match ctx.client.submit(r).await {
-            Ok(s) => s.boxed(),
-            Err(e) => return (Err(Failure::of(&e)), Vec::new()),
-        },
-    };
-    let mut others = Vec::new();
-    loop {
-        // On SIGTERM the grace period decides: the task keeps going until aborted.
-        let Some(item) = stream.next().await else { break };
-        let item = match item {
-            Ok(i) => i,
-            Err(e) => return (Err(Failure::of(&e)), others),
-        };
-        let image = if item.output().is_some() { ImageResult::try_from(item.clone()).ok() } else { None };
-        let Some(image) = image else {
-            others.push(serde_json::to_value(&item).unwrap_or(Value::Null));
-            continue;
-        };
-        if task.images.iter().any(|have| have.image_uuid == image.image_uuid.as_str()) {
-            continue;
-        }
-        let stem = format!("{:05}-{}-{}", task.line, short_uuid(&task.task_uuid), file_safe(image.image_uuid.as_str()));
-        let path = match ctx.saver.save(&image.output, &ctx.out_dir, &stem, fallback_ext).await {
-            Ok(saved) => saved.path,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot save an image; recorded with its URL");
-                None
-            }
-        };
-        task.images.push(ImageRecord::new(&image, path.as_deref()));
-    }
-    (Ok(()), others)
+    // One attempt through the job runner (its throttle, hooks and collection of
+    // results); the queue keeps the records and `run_task` decides.
+    let job = Job::new(task.key.clone(), built).line(usize::try_from(task.line).unwrap_or(0));
+    let images = std::mem::take(&mut task.images);
+    let end = ctx.runner.attempt(&job, task.attempt.max(1) as u32, task.task_uuid, images).await;
+    task.images = end.images;
+    (end.outcome, end.results)
 }

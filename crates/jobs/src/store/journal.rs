@@ -241,6 +241,11 @@ impl Sender {
         self.append(entry, false).await.map(|_| ())
     }
 
+    /// Appends an entry now, unless the buffer is full (`None`: use [`Sender::send`]).
+    pub fn try_send(&self, entry: &Entry) -> Option<Result<(), Closed>> {
+        self.try_append(entry, false).map(|r| r.map(|_| ()))
+    }
+
     /// Appends an entry and waits until it has been written (with everything
     /// appended before it).
     pub async fn send_flushed(&self, entry: &impl Serialize) -> Result<(), Closed> {
@@ -553,8 +558,7 @@ impl super::Store for JournalStore {
     }
 
     fn load<'a>(&'a self, key: &'a str) -> super::StoreFuture<'a, Option<JobState>> {
-        let state = self.state(key);
-        Box::pin(async move { Ok(state) })
+        super::StoreFuture::ready(Ok(self.state(key)))
     }
 
     fn record<'a>(&'a self, entry: &'a Entry) -> super::StoreFuture<'a, ()> {
@@ -576,7 +580,14 @@ impl super::Store for JournalStore {
                 }
             }
         }
-        Box::pin(async move {
+        // An image, a failure or an outcome goes into the buffer at once (written
+        // within LINGER); an attempt or an upload waits for its write.
+        if !matches!(entry, Entry::Attempt(_) | Entry::Upload(_) | Entry::Header(_))
+            && let Some(appended) = self.sender.try_send(entry)
+        {
+            return super::StoreFuture::ready(appended.map_err(|_| super::StoreError::Closed));
+        }
+        super::StoreFuture::pending(async move {
             let sent = match entry {
                 Entry::Attempt(a) => self.sender.attempt_flushed(a).await,
                 Entry::Upload(_) | Entry::Header(_) => self.sender.send_flushed(entry).await,

@@ -49,8 +49,7 @@ impl Store for MemoryStore {
     }
 
     fn load<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<JobState>> {
-        let state = self.job(key);
-        Box::pin(async move { Ok::<_, StoreError>(state) })
+        StoreFuture::ready(Ok::<_, StoreError>(self.job(key)))
     }
 
     fn record<'a>(&'a self, entry: &'a Entry) -> StoreFuture<'a, ()> {
@@ -62,12 +61,19 @@ impl Store for MemoryStore {
                 }
                 other => {
                     if let Some(key) = other.key() {
-                        s.jobs.entry(key.to_string()).or_default().note(other);
+                        match s.jobs.get_mut(key) {
+                            Some(job) => job.note(other),
+                            None => {
+                                let mut job = JobState::default();
+                                job.note(other);
+                                s.jobs.insert(key.to_string(), job);
+                            }
+                        }
                     }
                 }
             }
         }
-        Box::pin(async { Ok(()) })
+        StoreFuture::ready(Ok(()))
     }
 
     fn uploads(&self) -> Vec<(Uuid, Uuid)> {

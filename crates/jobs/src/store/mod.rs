@@ -21,8 +21,39 @@ use std::future::Future;
 use std::pin::Pin;
 use uuid::Uuid;
 
-/// A store's future.
-pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+/// A store's answer: ready at once (a store in memory, a record appended to a
+/// buffer), or a future to wait for (a flush, a database round trip). The ready
+/// case costs no allocation.
+pub enum StoreFuture<'a, T> {
+    /// The answer.
+    Ready(Option<Result<T, StoreError>>),
+    /// The answer, once this resolves.
+    Pending(Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>),
+}
+
+impl<'a, T> StoreFuture<'a, T> {
+    /// An answer known now.
+    pub fn ready(answer: Result<T, StoreError>) -> Self {
+        StoreFuture::Ready(Some(answer))
+    }
+
+    /// An answer `f` gives.
+    pub fn pending(f: impl Future<Output = Result<T, StoreError>> + Send + 'a) -> Self {
+        StoreFuture::Pending(Box::pin(f))
+    }
+}
+
+impl<T: Unpin> Future for StoreFuture<'_, T> {
+    type Output = Result<T, StoreError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            // Polled again after it answered: the store has nothing more to say.
+            StoreFuture::Ready(answer) => std::task::Poll::Ready(answer.take().unwrap_or(Err(StoreError::Closed))),
+            StoreFuture::Pending(f) => f.as_mut().poll(cx),
+        }
+    }
+}
 
 /// A store cannot be read or written: running on would lose the record of what ran.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
