@@ -7,6 +7,10 @@
 # process start to first task on the wire.
 #
 #   bash benches/batch.sh [RUNS]      # default 3 runs per figure (interleaved), median
+#
+# With RUNWARE_BATCH_BEFORE=/path/to/an/older/runware, that binary's batch runs in
+# the same interleaving (a same-run A/B of a change; build the older one from a
+# worktree with its own CARGO_TARGET_DIR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
@@ -15,9 +19,9 @@ cargo build --release --quiet --example batch_bench
 target="${CARGO_TARGET_DIR:-target}/release"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 - "$target/examples/batch_bench" "$target/runware" "$work" "$runs" <<'PY'
+python3 - "$target/examples/batch_bench" "$target/runware" "$work" "$runs" "${RUNWARE_BATCH_BEFORE:-}" <<'PY'
 import json, os, statistics, subprocess, sys, threading, time
-peer, runware, work, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+peer, runware, work, runs, before = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
 inflight = "500"
 
 server = subprocess.Popen([peer, "serve"], stdout=subprocess.PIPE, text=True)
@@ -47,12 +51,12 @@ def run(cmd, env=None):
         sys.exit(f"{cmd} failed: {status}")
     return ru.ru_utime + ru.ru_stime, wall
 
-def batch(n, target_url=url, env=None):
+def batch(n, target_url=url, env=None, binary=None):
     results = f"{work}/r.jsonl"
     for p in (results,):
         if os.path.exists(p):
             os.remove(p)
-    cmd = [runware]
+    cmd = [binary or runware]
     if target_url:
         cmd += ["--url", target_url, "--api-key", "bench-key"]
     cmd += ["batch", lines(n), "--no-download", "--concurrency", inflight, "--results", results, "--quiet"]
@@ -63,6 +67,7 @@ print(f"server: one result per frame, zero latency, own process; {inflight} in f
 print()
 print("| tasks | bare loop CPU/task (µs) | library (µs) | library / bare | jobs (µs) | jobs / library | runware batch (µs) | batch / bare | batch wall tasks/s |")
 print("|---|---|---|---|---|---|---|---|---|")
+ab = []
 for n in (2000, 20000):
     cpu = {m: [] for m in ("bare", "library", "jobs", "batch")}
     wall = []
@@ -72,11 +77,19 @@ for n in (2000, 20000):
         c, w = batch(n)
         cpu["batch"].append(c)
         wall.append(w)
+        if before:
+            cpu.setdefault("before", []).append(batch(n, binary=before)[0])
     med = {m: statistics.median(v) for m, v in cpu.items()}
     us = lambda s: s / n * 1e6
+    if before:
+        ab.append(f"{n:,} lines: the older runware batch {us(med['before']):.1f} µs/task, this one "
+                  f"{us(med['batch']):.1f} µs/task = {med['batch'] / med['before']:.2f}× (same run, interleaved)")
     print(f"| {n:,} | {us(med['bare']):.1f} | {us(med['library']):.1f} | {med['library'] / med['bare']:.2f}× "
           f"| {us(med['jobs']):.1f} | {med['jobs'] / med['library']:.2f}× "
           f"| {us(med['batch']):.1f} | {med['batch'] / med['bare']:.2f}× | {n / statistics.median(wall):,.0f} |")
+
+for line in ab:
+    print(line)
 
 # Start to first task on the wire: one line, the process spawned -> the server's
 # clock when that connection's first task arrived (same machine, same clock).

@@ -141,6 +141,9 @@ pub struct LineJob {
     pub task: Task,
     /// The line's own `taskUUID`, if it gives one: its first attempt's.
     pub own_uuid: Option<Uuid>,
+    /// Its first attempt's taskUUID: its own, else derived from (batch, identity, 1)
+    /// (derived once, here, for the runner too).
+    pub first_uuid: Uuid,
 }
 
 /// What the reader hands the submit loop, one per non-blank line.
@@ -241,7 +244,13 @@ fn classify(
         });
     }
     match input::build(value, own_uuid.unwrap_or(first_uuid), base_dir) {
-        Ok(task) => Item::Run(Box::new(LineJob { line: s.line, key: s.key, task, own_uuid })),
+        Ok(task) => Item::Run(Box::new(LineJob {
+            line: s.line,
+            key: s.key,
+            task,
+            own_uuid,
+            first_uuid: own_uuid.unwrap_or(first_uuid),
+        })),
         Err(error) => invalid(error),
     }
 }

@@ -30,10 +30,7 @@ pub enum Outcome {
 /// Runs one line to its end (or until the batch stops).
 pub async fn run_line(ctx: &Ctx, line: LineJob) -> Outcome {
     let started = std::time::Instant::now();
-    let mut job = Job::new(line.key, line.task).line(line.line);
-    if let Some(own) = line.own_uuid {
-        job = job.first_task_uuid(own);
-    }
+    let job = Job::new(line.key, line.task).line(line.line).first_task_uuid(line.first_uuid);
     match ctx.runner.run(job).await {
         Ok(_) => {
             ctx.progress.line_done(true, Some(started.elapsed()));

@@ -296,8 +296,10 @@ async fn execute(
             source: std::io::Error::other("the journal closed"),
         })?;
     }
-    let store =
-        Arc::new(JournalStore::new(journal, plan.results_path.clone(), plan.header.batch_id, plan.loaded.clone()));
+    let store = Arc::new(
+        JournalStore::new(journal, plan.results_path.clone(), plan.header.batch_id, plan.loaded.clone())
+            .runs_each_job_once(),
+    );
     let progress = Arc::new(Progress::new(plan.to_run, out.quiet));
     let concurrency = args.concurrency as usize;
     progress.set_cap(concurrency, concurrency);

@@ -457,6 +457,8 @@ pub struct JournalStore {
     touched: Mutex<HashMap<JobKey, JobState>>,
     /// Uploads made in this run.
     uploads: Mutex<HashMap<Uuid, Uuid>>,
+    /// Whether `touched` is kept (not for a caller that runs each job once).
+    remembers: bool,
 }
 
 impl std::fmt::Debug for JournalStore {
@@ -525,7 +527,16 @@ impl JournalStore {
             prior,
             touched: Mutex::default(),
             uploads: Mutex::default(),
+            remembers: true,
         }
+    }
+
+    /// For a caller that runs each job at most once per process (a batch): the
+    /// store keeps no copy in memory of what this run records, and [`Store::load`](super::Store::load)
+    /// answers what the journal held when it was opened.
+    pub fn runs_each_job_once(mut self) -> JournalStore {
+        self.remembers = false;
+        self
     }
 
     /// The journal's path.
@@ -566,7 +577,7 @@ impl super::Store for JournalStore {
             Entry::Upload(u) => {
                 crate::sync::lock(&self.uploads).insert(u.key, u.image_uuid);
             }
-            other => {
+            other if self.remembers => {
                 if let Some(key) = other.key() {
                     let mut touched = crate::sync::lock(&self.touched);
                     match touched.get_mut(key) {
@@ -579,6 +590,7 @@ impl super::Store for JournalStore {
                     }
                 }
             }
+            _ => {}
         }
         // An image, a failure or an outcome goes into the buffer at once (written
         // within LINGER); an attempt or an upload waits for its write.
