@@ -43,20 +43,24 @@ fn content_key(hash: Uuid, occurrence: u32) -> JobKey {
     key
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, n: u32) {
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
+/// `n` in decimal ASCII digits, written at the end of `buf`.
+fn decimal(n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
     let mut n = n;
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    for d in &digits[i..] {
+    &buf[i..]
+}
+
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u32) {
+    for d in decimal(n, &mut [0u8; 10]) {
         out.push(char::from(*d));
     }
 }
@@ -70,18 +74,7 @@ pub fn attempt_uuid(batch: Uuid, key: &str, attempt: u32) -> Uuid {
     h.update(batch.as_bytes());
     h.update(key.as_bytes());
     h.update(b"\n");
-    let mut digits = [0u8; 10];
-    let mut i = digits.len();
-    let mut n = attempt;
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    h.update(&digits[i..]);
+    h.update(decimal(attempt, &mut [0u8; 10]));
     let digest = h.digest().bytes();
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);

@@ -7,6 +7,7 @@ use runware_emulator::{Emulator, EmulatorHandle, FailMatch, FailRule, Fault, Lat
 use runware_jobs::{Halt, Job, JobErrorKind, JournalStore, RetryPolicy, Runner, Store};
 use runware_ws::{Client, Kontext, KontextSize, KontextTask, ReconnectPolicy};
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,10 +46,33 @@ fn edit(i: usize, n: u32) -> KontextTask {
         .expect("a valid edit")
 }
 
+/// Retries enough that a job failing every attempt on a 10 % failure rate is not
+/// a thing a test run meets (10 % to the power 11).
+fn patient() -> RetryPolicy {
+    RetryPolicy { retries: 10, backoff: Duration::from_millis(50), ..RetryPolicy::default() }
+}
+
 fn temp_dir() -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("runware-jobs-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
+}
+
+/// Every image of `out` is new to `returned` (none reached a caller twice).
+fn take_images(returned: &mut HashSet<String>, images: Vec<runware_jobs::JobImage>) {
+    for img in images {
+        assert!(returned.insert(img.record.image_uuid), "an image reached the caller twice");
+    }
+}
+
+/// The end of a test on a journal store: its records written, the books checked,
+/// the client and the emulator closed, the folder removed.
+async fn finish(store: &JournalStore, emu: &EmulatorHandle, client: Client, returned: &HashSet<String>, dir: &Path) {
+    store.finish().await.expect("journal written");
+    assert_books(emu, returned);
+    client.close(Duration::from_secs(1)).await;
+    emu.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// Checks the emulator's books: nothing ran twice, and every image billed is one
@@ -112,9 +136,7 @@ async fn two_thousand_jobs_through_faults_drops_and_an_outage_each_end_once() {
         match h.await.expect("joined") {
             Ok(out) => {
                 assert_eq!(out.images.len(), wanted[i] as usize, "job {i} got every image");
-                for img in out.images {
-                    assert!(returned.insert(img.record.image_uuid), "an image reached the caller twice");
-                }
+                take_images(&mut returned, out.images);
                 ok += 1;
             }
             Err(e) => {
@@ -122,9 +144,7 @@ async fn two_thousand_jobs_through_faults_drops_and_an_outage_each_end_once() {
                     JobErrorKind::Failed { is_final: true, .. } => {}
                     other => panic!("job {i} ended with a retryable or unknown outcome: {other}"),
                 }
-                for img in e.images {
-                    assert!(returned.insert(img.record.image_uuid));
-                }
+                take_images(&mut returned, e.images);
                 failed += 1;
             }
         }
@@ -151,7 +171,7 @@ async fn a_runner_dropped_mid_run_is_finished_by_a_new_one_on_the_same_store() {
     let first_images = {
         let client = client(&emu, 64).await;
         let store = Arc::new(JournalStore::open(&path, "emulator").await.expect("store"));
-        let runner = Runner::builder(client.clone()).store(store.clone()).build();
+        let runner = Runner::builder(client.clone()).store(store.clone()).policy(patient()).build();
         let mut set = tokio::task::JoinSet::new();
         for i in 0..JOBS {
             let runner = runner.clone();
@@ -173,7 +193,7 @@ async fn a_runner_dropped_mid_run_is_finished_by_a_new_one_on_the_same_store() {
     let client = client(&emu, 64).await;
     let store = Arc::new(JournalStore::open(&path, "emulator").await.expect("store reopened"));
     assert!(!store.unfinished().is_empty(), "the first runner left jobs open");
-    let runner = Runner::builder(client.clone()).store(store.clone()).build();
+    let runner = Runner::builder(client.clone()).store(store.clone()).policy(patient()).build();
     let mut returned = HashSet::new();
     let mut earlier = 0;
     let handles: Vec<_> = (0..JOBS)
@@ -186,16 +206,10 @@ async fn a_runner_dropped_mid_run_is_finished_by_a_new_one_on_the_same_store() {
         let out = h.await.expect("joined").unwrap_or_else(|e| panic!("job {i}: {e}"));
         assert_eq!(out.images.len(), 1 + i % 3);
         earlier += usize::from(out.earlier);
-        for img in out.images {
-            assert!(returned.insert(img.record.image_uuid));
-        }
+        take_images(&mut returned, out.images);
     }
     assert!(earlier >= JOBS / 3, "jobs the first runner finished were not sent again ({earlier})");
-    store.finish().await.expect("journal");
-    assert_books(&emu, &returned);
-    client.close(Duration::from_secs(1)).await;
-    emu.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    finish(&store, &emu, client, &returned, &dir).await;
 }
 
 /// The child process of the SIGKILL test: runs the jobs on the store at
@@ -259,15 +273,9 @@ async fn a_killed_process_is_finished_by_the_next_one() {
     for (i, h) in handles.into_iter().enumerate() {
         let out = h.await.expect("joined").unwrap_or_else(|e| panic!("job {i}: {e}"));
         assert_eq!(out.images.len(), 2);
-        for img in out.images {
-            assert!(returned.insert(img.record.image_uuid));
-        }
+        take_images(&mut returned, out.images);
     }
-    store.finish().await.expect("journal");
-    assert_books(&emu, &returned);
-    client.close(Duration::from_secs(1)).await;
-    emu.shutdown().await;
-    let _ = std::fs::remove_dir_all(&dir);
+    finish(&store, &emu, client, &returned, &dir).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
