@@ -37,11 +37,12 @@ use futures::StreamExt;
 use runware_ws::client::{Client, ClientError, ConnectionState, ImageOutput, ImageResult, Lookup, TaskStream};
 use runware_ws::protocol::ResultItem;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -348,6 +349,7 @@ impl RunnerBuilder {
             keep_outputs: self.keep_outputs,
             outage: Mutex::new(None),
             counts: Counts::default(),
+            running: Mutex::default(),
         });
         tokio::spawn(watch_outages(Arc::downgrade(&inner), self.give_up_after));
         Runner { inner }
@@ -412,6 +414,9 @@ struct Inner {
     keep_outputs: bool,
     outage: Mutex<Option<std::time::SystemTime>>,
     counts: Counts,
+    /// The keys of the jobs running now, each with what wakes a second run of the
+    /// same key waiting for the first.
+    running: Mutex<HashMap<JobKey, Arc<Notify>>>,
 }
 
 /// Runs jobs with the project's guarantees: a task is never run twice on the
@@ -524,6 +529,9 @@ impl Runner {
     /// A job the store already finished returns its recorded outcome, sending
     /// nothing; an unfinished one continues where it stopped.
     pub async fn run(&self, job: Job) -> Result<JobOutput, JobError> {
+        // Two runs of one key at once would send one taskUUID twice: the second
+        // waits for the first, then finds its outcome in the store.
+        let _running = self.inner.exclusive(&job.key).await;
         let ended = match job.deadline {
             None => JobRun::start(&self.inner, job).await,
             Some(limit) => match tokio::time::timeout(limit, JobRun::start(&self.inner, job.clone())).await {
@@ -600,7 +608,47 @@ impl Runner {
     }
 }
 
+/// A job's key held by its run; dropping it lets the next run of the key go.
+struct Running<'a> {
+    inner: &'a Inner,
+    key: JobKey,
+    notify: Arc<Notify>,
+}
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        lock(&self.inner.running).remove(&self.key);
+        self.notify.notify_waiters();
+    }
+}
+
 impl Inner {
+    /// Waits until no other run of `key` is under way, and holds the key.
+    async fn exclusive(&self, key: &str) -> Running<'_> {
+        loop {
+            let busy = {
+                let mut running = lock(&self.running);
+                match running.get(key) {
+                    Some(n) => n.clone(),
+                    None => {
+                        let notify = Arc::new(Notify::new());
+                        running.insert(key.to_string(), notify.clone());
+                        return Running { inner: self, key: key.to_string(), notify };
+                    }
+                }
+            };
+            // Registered before the key is looked up again, so the first run's end
+            // between the two is not missed.
+            let ended = busy.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            if !lock(&self.running).get(key).is_some_and(|n| Arc::ptr_eq(n, &busy)) {
+                continue;
+            }
+            ended.await;
+        }
+    }
+
     fn halt_with(&self, why: Halt) {
         self.halt.send_if_modified(|h| {
             let first = h.is_none();

@@ -339,3 +339,28 @@ async fn a_job_finished_earlier_returns_its_images_and_sends_nothing() {
     client.close(Duration::from_secs(1)).await;
     emu.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_job_run_twice_at_once_runs_once_and_both_get_its_images() {
+    let emu = emulator(Latency::Fixed(Duration::from_millis(100)), 29).await;
+    let client = client(&emu, 8).await;
+    let runner = Runner::builder(client.clone()).build();
+    // A service receiving one request twice (a client's retry) with one idempotency key.
+    let runs: Vec<_> = (0..2)
+        .map(|_| {
+            let runner = runner.clone();
+            tokio::spawn(async move { runner.run(Job::new("order-7", edit(7, 2))).await })
+        })
+        .collect();
+    let mut outs = Vec::new();
+    for r in runs {
+        outs.push(r.await.expect("joined").unwrap_or_else(|e| panic!("both runs end ok: {e}")));
+    }
+    let uuids = |o: &runware_jobs::JobOutput| o.images.iter().map(|i| i.record.image_uuid.clone()).collect::<Vec<_>>();
+    assert_eq!(uuids(&outs[0]), uuids(&outs[1]), "the same images");
+    assert_eq!(outs.iter().filter(|o| o.earlier).count(), 1, "the second found the first's outcome");
+    assert_eq!(emu.stats().executions_total, 1, "one execution: {:?}", emu.stats());
+    assert_eq!(emu.stats().images_billed, 2);
+    client.close(Duration::from_secs(1)).await;
+    emu.shutdown().await;
+}
