@@ -22,7 +22,7 @@
 //! attempt is recovered under its taskUUID by the next run of the job).
 
 use crate::hooks::{Event, Hooks, JobInfo, NoHooks, StaleVerdict};
-use crate::identity::{JobKey, attempt_uuid};
+use crate::identity::JobKey;
 use crate::policy::{Decision, Failure, History, RetryPolicy, code_and_message, decide};
 use crate::record::{
     AttemptFailed, AttemptRecord, Entry, ImageEntry, ImageRecord, JobState, Record, UploadRecord, now_ms,
@@ -57,7 +57,7 @@ pub const STALE_CODE: &str = "staleTaskUUID";
 const OUTAGE_POKE: Duration = Duration::from_secs(5);
 
 /// A job: a stable key and a task. Attempt *n* runs under
-/// [`attempt_uuid`]`(store namespace, key, n)`, so a restarted runner sends an
+/// the store's [`attempt_uuid`](Store::attempt_uuid)`(key, n)`, so a restarted runner sends an
 /// open attempt again under the same taskUUID.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -350,6 +350,8 @@ impl RunnerBuilder {
             outage: Mutex::new(None),
             counts: Counts::default(),
             running: Mutex::default(),
+            released: Notify::new(),
+            key_hasher: std::hash::RandomState::new(),
         });
         tokio::spawn(watch_outages(Arc::downgrade(&inner), self.give_up_after));
         Runner { inner }
@@ -414,9 +416,12 @@ struct Inner {
     keep_outputs: bool,
     outage: Mutex<Option<std::time::SystemTime>>,
     counts: Counts,
-    /// The keys of the jobs running now, each with what wakes a second run of the
-    /// same key waiting for the first.
-    running: Mutex<HashMap<JobKey, Arc<Notify>>>,
+    /// The jobs running now (a hash of each key), with how many runs of the same
+    /// key wait for it.
+    running: Mutex<HashMap<u64, u32>>,
+    /// A run ended that another run of its key waited for.
+    released: Notify,
+    key_hasher: std::hash::RandomState,
 }
 
 /// Runs jobs with the project's guarantees: a task is never run twice on the
@@ -486,7 +491,7 @@ impl Runner {
 
     /// The taskUUID of attempt `n` of job `key`.
     pub fn attempt_uuid(&self, key: &str, n: u32) -> Uuid {
-        attempt_uuid(self.inner.store.namespace(), key, n)
+        self.inner.store.attempt_uuid(key, n)
     }
 
     /// Halts the runner: jobs waiting to send end pending at once; attempts in
@@ -611,41 +616,54 @@ impl Runner {
 /// A job's key held by its run; dropping it lets the next run of the key go.
 struct Running<'a> {
     inner: &'a Inner,
-    key: JobKey,
-    notify: Arc<Notify>,
+    key: u64,
 }
 
 impl Drop for Running<'_> {
     fn drop(&mut self) {
-        lock(&self.inner.running).remove(&self.key);
-        self.notify.notify_waiters();
+        let waited = lock(&self.inner.running).remove(&self.key).unwrap_or(0);
+        if waited > 0 {
+            self.inner.released.notify_waiters();
+        }
     }
 }
 
 impl Inner {
-    /// Waits until no other run of `key` is under way, and holds the key.
+    /// Waits until no other run of `key` is under way, and holds the key. (Keys
+    /// are told apart by a 64-bit hash: two keys of one hash would only make one
+    /// wait for the other.)
     async fn exclusive(&self, key: &str) -> Running<'_> {
-        loop {
-            let busy = {
-                let mut running = lock(&self.running);
-                match running.get(key) {
-                    Some(n) => n.clone(),
-                    None => {
-                        let notify = Arc::new(Notify::new());
-                        running.insert(key.to_string(), notify.clone());
-                        return Running { inner: self, key: key.to_string(), notify };
-                    }
+        use std::hash::BuildHasher;
+        let hash = self.key_hasher.hash_one(key);
+        let take = |count_waiter: bool| {
+            let mut running = lock(&self.running);
+            match running.entry(hash) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(0);
+                    true
                 }
-            };
-            // Registered before the key is looked up again, so the first run's end
-            // between the two is not missed.
-            let ended = busy.notified();
-            tokio::pin!(ended);
-            ended.as_mut().enable();
-            if !lock(&self.running).get(key).is_some_and(|n| Arc::ptr_eq(n, &busy)) {
-                continue;
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if count_waiter {
+                        *o.get_mut() += 1;
+                    }
+                    false
+                }
             }
-            ended.await;
+        };
+        loop {
+            // The common case: nobody runs this key.
+            if take(false) {
+                return Running { inner: self, key: hash };
+            }
+            // Registered before the key is looked up again, so a release between
+            // the two is not missed.
+            let released = self.released.notified();
+            tokio::pin!(released);
+            released.as_mut().enable();
+            if take(true) {
+                return Running { inner: self, key: hash };
+            }
+            released.await;
         }
     }
 
@@ -1159,7 +1177,7 @@ impl<'a> JobRun<'a> {
         let have = self.images.len() as u32;
         let task_uuid = match (n, self.job.first_task_uuid) {
             (1, Some(own)) => own,
-            _ => attempt_uuid(self.inner.store.namespace(), &self.job.key, n),
+            _ => self.inner.store.attempt_uuid(&self.job.key, n),
         };
         let seed = self.job.task.seed().map(|s| s.checked_add(u64::from(have)).unwrap_or(s));
         AttemptRecord {

@@ -78,6 +78,15 @@ pub trait Store: Send + Sync + 'static {
     /// Fixed for the store's life, so a restarted runner derives the same taskUUIDs.
     fn namespace(&self) -> Uuid;
 
+    /// The taskUUID of attempt `n` of job `key`: by default
+    /// [`attempt_uuid`](crate::identity::attempt_uuid)`(namespace, key, n)`, the
+    /// same in every process that opens the store. A store that does not outlive
+    /// its process may derive it more cheaply, as long as it stays the same for
+    /// the store's life and distinct for every (key, n).
+    fn attempt_uuid(&self, key: &str, n: u32) -> Uuid {
+        crate::identity::attempt_uuid(self.namespace(), key, n)
+    }
+
     /// What the store knows of job `key` (`None`: nothing).
     fn load<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<JobState>>;
 
