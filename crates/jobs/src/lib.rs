@@ -14,7 +14,7 @@
 //!   **same** taskUUID, never a new one: nothing runs, or is billed, twice;
 //! - rate limits halve the in-flight cap shared by every job, successes grow it back;
 //! - spend is capped before it is spent; inline references are uploaded once;
-//! - every attempt is recorded in a [`Store`](store::Store) before it is sent, every image as it
+//! - every attempt is recorded in a [`Store`] before it is sent, every image as it
 //!   arrives, so a runner restarted on the same store finishes what an earlier
 //!   one started without sending anything twice.
 //!

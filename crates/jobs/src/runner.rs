@@ -11,7 +11,7 @@
 //!    cap → the spend cap's reservation → the attempt recorded (durable) → sent.
 //! 3. Each image is saved (by the hooks, if they want it) and recorded as it
 //!    arrives; an image received before is not counted again.
-//! 4. The attempt's end goes to [`decide`](crate::policy::decide), and the runner does what it says.
+//! 4. The attempt's end goes to [`decide`], and the runner does what it says.
 //!
 //! A runner **halts** ([`Halt`]) on an account failure, the spend cap, a store
 //! that cannot be written, an outage longer than `give_up_after`, or
@@ -98,7 +98,7 @@ impl Job {
         self
     }
 
-    /// Bounds the job's run: past `limit` it ends pending ([`Halt::Deadline`]),
+    /// Bounds the job's run: past `limit` it ends pending ([`JobErrorKind::Deadline`]),
     /// its open attempt recorded for a later run.
     pub fn deadline(mut self, limit: Duration) -> Job {
         self.deadline = Some(limit);
@@ -572,7 +572,7 @@ pub struct AttemptEnd {
     /// Result items that are not images, as received.
     pub results: Vec<Value>,
     /// `Ok` when every result arrived; else the failure to hand to
-    /// [`decide`](crate::policy::decide) (a halt of the runner is an unknown outcome).
+    /// [`decide`] (a halt of the runner is an unknown outcome).
     pub outcome: Result<(), Failure>,
     /// The imageUUIDs of the uploads the attempt referenced.
     pub referenced: Vec<Uuid>,
@@ -583,7 +583,7 @@ impl Runner {
     /// results `images` does not have yet (the seed moved past them) — through
     /// the runner's throttle, spend cap, references and hooks, and records
     /// nothing: for a caller that keeps the job's records itself and decides with
-    /// [`decide`](crate::policy::decide) (a queue that leases jobs to workers).
+    /// [`decide`] (a queue that leases jobs to workers).
     pub async fn attempt(&self, job: &Job, number: u32, task_uuid: Uuid, images: Vec<ImageRecord>) -> AttemptEnd {
         let wanted = job.task.wanted();
         let mut run = JobRun {
