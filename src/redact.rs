@@ -33,7 +33,10 @@
 //! ```
 //!
 //! Each secret is removed as written, as lowercase and uppercase hex (how some
-//! libraries print frame payloads), and as a JSON-escaped string. The writer
+//! libraries print frame payloads), and as a JSON-escaped string. A secret shorter
+//! than [`WHOLE_TOKEN_BELOW`] bytes (no real API key is; a test key may be) is
+//! removed only where it stands as a whole token — not between letters, digits,
+//! `_` or `-` — so that a key like `k` does not turn `taskType` into `tas***Type`. The writer
 //! buffers up to the end of each line, so a secret split across two `write` calls
 //! of one line is still found; a line is written when its newline arrives, on
 //! `flush`, or when the writer is dropped.
@@ -45,10 +48,21 @@ use std::sync::Arc;
 /// What a secret is replaced with.
 pub const MASK: &str = "***";
 
+/// Secrets shorter than this many bytes are masked only as whole tokens.
+pub const WHOLE_TOKEN_BELOW: usize = 8;
+
+/// One form of a secret to mask.
+#[derive(Clone, PartialEq)]
+struct Pattern {
+    bytes: Vec<u8>,
+    /// Masked only where no token character touches it.
+    whole_token: bool,
+}
+
 /// A set of secrets to remove from text. Cheap to clone (shared).
 #[derive(Clone, Default)]
 pub struct Redactor {
-    patterns: Arc<[Vec<u8>]>,
+    patterns: Arc<[Pattern]>,
 }
 
 impl std::fmt::Debug for Redactor {
@@ -65,7 +79,7 @@ impl Redactor {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
         for secret in secrets {
             let secret = secret.as_ref();
             if secret.trim().is_empty() {
@@ -74,15 +88,16 @@ impl Redactor {
             let hex_lower: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
             let escaped = serde_json::to_string(secret).unwrap_or_default();
             let escaped = escaped.trim_matches('"');
+            let whole_token = secret.len() < WHOLE_TOKEN_BELOW;
             for form in [secret, hex_lower.as_str(), hex_lower.to_uppercase().as_str(), escaped] {
-                let form = form.as_bytes().to_vec();
-                if !form.is_empty() && !patterns.contains(&form) {
+                let form = Pattern { bytes: form.as_bytes().to_vec(), whole_token };
+                if !form.bytes.is_empty() && !patterns.contains(&form) {
                     patterns.push(form);
                 }
             }
         }
         // Longest first, so a secret that contains another is masked whole.
-        patterns.sort_by_key(|p| std::cmp::Reverse(p.len()));
+        patterns.sort_by_key(|p| std::cmp::Reverse(p.bytes.len()));
         Redactor { patterns: patterns.into() }
     }
 
@@ -104,7 +119,7 @@ impl Redactor {
     pub fn redact_bytes<'a>(&self, bytes: &'a [u8]) -> Cow<'a, [u8]> {
         let mut out: Cow<'a, [u8]> = Cow::Borrowed(bytes);
         for pattern in self.patterns.iter() {
-            if let Some(replaced) = replace_all(&out, pattern, MASK.as_bytes()) {
+            if let Some(replaced) = replace_all(&out, &pattern.bytes, MASK.as_bytes(), pattern.whole_token) {
                 out = Cow::Owned(replaced);
             }
         }
@@ -117,20 +132,35 @@ impl Redactor {
     }
 }
 
-/// `haystack` with each `needle` replaced, or `None` when there is none.
-fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8]) -> Option<Vec<u8>> {
-    let first = find(haystack, needle)?;
-    let mut out = Vec::with_capacity(haystack.len());
-    out.extend_from_slice(&haystack[..first]);
-    out.extend_from_slice(with);
-    let mut rest = &haystack[first + needle.len()..];
-    while let Some(at) = find(rest, needle) {
-        out.extend_from_slice(&rest[..at]);
-        out.extend_from_slice(with);
-        rest = &rest[at + needle.len()..];
+/// `haystack` with each `needle` replaced (only whole tokens when `whole_token`),
+/// or `None` when there is none.
+fn replace_all(haystack: &[u8], needle: &[u8], with: &[u8], whole_token: bool) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    // Copied up to here; searched from `from`.
+    let (mut copied, mut from) = (0, 0);
+    while let Some(at) = find(&haystack[from..], needle).map(|i| i + from) {
+        let end = at + needle.len();
+        let bounded = !whole_token
+            || (haystack[..at].last().is_none_or(|b| !is_token_byte(*b))
+                && haystack.get(end).is_none_or(|b| !is_token_byte(*b)));
+        if bounded {
+            let o = out.get_or_insert_with(|| Vec::with_capacity(haystack.len()));
+            o.extend_from_slice(&haystack[copied..at]);
+            o.extend_from_slice(with);
+            copied = end;
+            from = end;
+        } else {
+            from = at + 1;
+        }
     }
-    out.extend_from_slice(rest);
-    Some(out)
+    let mut o = out?;
+    o.extend_from_slice(&haystack[copied..]);
+    Some(o)
+}
+
+/// A byte that continues a token (a word, a key, a hex run).
+fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'-'
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -221,6 +251,23 @@ mod tests {
         assert!(!format!("{r:?}").contains("SECRET"));
         assert!(Redactor::new([""]).is_empty());
         assert_eq!(Redactor::new([""]).redact("x"), "x");
+    }
+
+    #[test]
+    fn a_short_key_is_masked_only_as_a_whole_token() {
+        // A one-character key (issue 29): the frame stays the frame, the key goes.
+        let r = Redactor::new(["k"]);
+        assert_eq!(
+            r.redact(r#"{"taskType":"imageInference","apiKey":"k","k":1}"#),
+            r#"{"taskType":"imageInference","apiKey":"***","***":1}"#
+        );
+        assert_eq!(r.redact("k"), "***");
+        assert_eq!(r.redact("kk k-k"), "kk k-k", "inside a token: kept");
+        // Its hex form ("6b") is no more masked inside longer hex runs.
+        assert_eq!(r.redact("0x6b6c 6b"), "0x6b6c ***");
+        // A key of real length is masked wherever it stands, inside a token too.
+        let long = Redactor::new([KEY]);
+        assert_eq!(long.redact(&format!("Bearer{KEY}x")), "Bearer***x");
     }
 
     #[test]

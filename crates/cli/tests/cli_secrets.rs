@@ -111,3 +111,17 @@ async fn serve_at_trace_never_logs_the_keys_it_accepts() {
     assert!(stderr.contains("TRACE"), "serve wrote trace logs: {stderr}");
     assert_clean("serve's logs", &format!("{first}{stderr}"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_one_character_key_masks_only_itself() {
+    // A key too short to be a real one is masked only where it stands as a whole
+    // token: the frame printed is the frame that would be sent.
+    let mut cmd = runware();
+    cmd.args(["--api-key", "k", "edit", "--dry-run", "--prompt", "Make the sky pink at dusk", "--size", "1:1"]);
+    let run = exec(cmd).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    let frame: serde_json::Value = serde_json::from_str(run.stdout.trim()).expect("the frame is JSON");
+    assert_eq!(frame[0]["taskType"], "imageInference", "{}", run.stdout);
+    assert_eq!(frame[0]["positivePrompt"], "Make the sky pink at dusk");
+    assert!(!run.stdout.contains("***"), "nothing but the key is masked: {}", run.stdout);
+}
