@@ -32,6 +32,7 @@ mod reader;
 mod result_cmd;
 mod serve;
 mod settings;
+mod signals;
 mod upload;
 
 use args::{Cli, Command};
@@ -54,6 +55,8 @@ pub const EXIT_ACCOUNT: u8 = 4;
 pub const EXIT_BUDGET: u8 = 5;
 /// Exit code: interrupted (Ctrl-C) before the work was done.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: stopped by SIGTERM before the work was done (after draining what was in flight).
+pub const EXIT_TERMINATED: u8 = 143;
 
 /// Runs the `runware` tool with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {

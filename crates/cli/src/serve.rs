@@ -48,8 +48,9 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
         let emu = handle.clone();
         super::metrics_http::ExportOnDrop(super::metrics_http::export_emulator_stats(move || emu.stats()))
     });
-    // Ctrl-C is ours from before the URL is printed: a caller may stop us right after.
-    let ctrl_c = tokio::signal::ctrl_c();
+    // Ctrl-C and SIGTERM are ours from before the URL is printed: a caller may stop us
+    // right after.
+    let mut signals = super::signals::Signals::new();
 
     if out.json {
         out.json_value(&serde_json::json!({
@@ -112,9 +113,7 @@ pub async fn run(top: ApiArgs, args: ServeArgs, out: &Output) -> Result<u8, CliE
         });
     }
 
-    if let Err(e) = ctrl_c.await {
-        out.error(&format!("cannot wait for Ctrl-C: {e}"));
-    }
+    signals.next().await;
     periodic.abort_all();
     let stats = handle.stats();
     handle.shutdown().await;

@@ -206,8 +206,24 @@ async fn a_batch_killed_mid_run_resumes_without_running_anything_twice() {
 #[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctrl_c_stops_submitting_lets_tasks_finish_and_flushes_the_journal() {
+    a_signal_drains_the_batch("-INT", 130, "Interrupted").await;
+}
+
+/// `docker stop`, systemd and Kubernetes stop with SIGTERM: the batch drains as on
+/// Ctrl-C and a re-run finishes every line, nothing run twice.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_the_batch_like_ctrl_c() {
+    a_signal_drains_the_batch("-TERM", 143, "Terminated").await;
+}
+
+/// Sends `signal` (a `kill` option) mid-batch: the batch stops submitting, lets what
+/// is in flight finish, journals it, exits with `code` saying `word`; a re-run
+/// finishes the rest.
+#[cfg(unix)]
+async fn a_signal_drains_the_batch(signal: &str, code: i32, word: &str) {
     let emu = emulator(Latency::Range(Duration::from_millis(200), Duration::from_millis(400))).await;
-    let dir = scratch("batch-sigint");
+    let dir = scratch("batch-signal");
     let (input, out) = (dir.join("tasks.jsonl"), dir.join("images"));
     let lines: Vec<Value> =
         (0..30).map(|i| json!({"positivePrompt": format!("Edit {i}: add fog"), "size": "1:1"})).collect();
@@ -223,12 +239,12 @@ async fn ctrl_c_stops_submitting_lets_tasks_finish_and_flushes_the_journal() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = child.id().unwrap().to_string();
-    let status = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
     assert!(status.success());
     let out_ = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.unwrap().unwrap();
     let stderr = String::from_utf8_lossy(&out_.stderr);
-    assert_eq!(out_.status.code(), Some(130), "{stderr}");
-    assert!(stderr.contains("Interrupted"), "{stderr}");
+    assert_eq!(out_.status.code(), Some(code), "{stderr}");
+    assert!(stderr.contains(word) && stderr.contains("in flight"), "{stderr}");
     // Every submitted task finished within the grace period and was journaled.
     let records = journal(&results);
     assert!(records.len() < 30, "{}", records.len());

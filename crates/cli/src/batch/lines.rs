@@ -118,7 +118,7 @@ impl Hooks for LineHooks {
 /// The batch's reason to stop, for a halt of its runner.
 pub fn stop_for(halt: &Halt, url: &str) -> Stop {
     match halt {
-        Halt::Stopped => Stop::Interrupted,
+        Halt::Stopped => Stop::Interrupted(crate::signals::Signal::Interrupt),
         Halt::Auth(reason) => {
             Stop::Fatal(crate::error::CliError::Auth { url: url.to_string(), reason: reason.clone() }.to_string())
         }

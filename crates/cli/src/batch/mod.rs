@@ -29,7 +29,8 @@ use super::embedded::{self, Endpoint};
 use super::error::CliError;
 use super::output::{Output, human_duration};
 use super::progress::{Outage, Progress};
-use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE};
+use super::signals::{Signal, Signals};
+use super::{EXIT_ACCOUNT, EXIT_BUDGET, EXIT_CONNECTION, EXIT_FAILED, EXIT_OK, EXIT_USAGE};
 use crate::reader::{self, Item};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -58,8 +59,8 @@ const MAX_RECOVERIES: u32 = 5;
 pub enum Stop {
     /// It does not.
     No,
-    /// Ctrl-C.
-    Interrupted,
+    /// Ctrl-C or SIGTERM.
+    Interrupted(Signal),
     /// The connection is gone for good (refused key, bad configuration).
     Fatal(String),
     /// The account cannot pay for more work (credits, quota).
@@ -287,8 +288,9 @@ async fn execute(
     out: &Output,
     plan: Plan,
 ) -> Result<u8, CliError> {
-    // Ctrl-C is ours from here on: stop submitting, let attempts in flight finish.
-    let mut ctrl_c = Box::pin(tokio::signal::ctrl_c());
+    // Ctrl-C and SIGTERM are ours from here on: stop submitting, let attempts in
+    // flight finish.
+    let mut signals = Signals::new();
     let journal = journal::Writer::open(plan.results_path.clone()).await?;
     if plan.new_journal {
         journal.sender().send_flushed(&Entry::Header(plan.header.clone())).await.map_err(|_| CliError::Write {
@@ -371,7 +373,7 @@ async fn execute(
         let Some(item) = queued.next() else {
             queued = tokio::select! {
                 biased;
-                _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+                sig = signals.next() => { ctx.stop(Stop::Interrupted(sig)); break 'submit; }
                 _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
                 Some(_) = running.next(), if !running.is_empty() => continue 'submit,
                 chunk = rx.recv() => match chunk { Some(c) => c.into_iter(), None => break 'submit },
@@ -407,7 +409,7 @@ async fn execute(
                 let permit = loop {
                     tokio::select! {
                         biased;
-                        _ = &mut ctrl_c => { ctx.stop(Stop::Interrupted); break 'submit; }
+                        sig = signals.next() => { ctx.stop(Stop::Interrupted(sig)); break 'submit; }
                         _ = stop_rx.wait_for(|s| *s != Stop::No) => break 'submit,
                         Some(_) = running.next(), if !running.is_empty() => {}
                         p = &mut acquire => match p { Ok(p) => break p, Err(_) => break 'submit },
@@ -427,18 +429,19 @@ async fn execute(
     let stop = stop_rx.borrow().clone();
     let in_flight = running.len();
     match &stop {
-        Stop::Interrupted if in_flight > 0 => {
+        Stop::Interrupted(sig) if in_flight > 0 => {
             progress.println(&format!(
-                "Interrupted: waiting up to {} for {in_flight} line(s) in flight (Ctrl-C again to stop now)",
+                "{}: waiting up to {} for {in_flight} line(s) in flight (a second signal stops now)",
+                sig.past_tense(),
                 human_duration(args.grace)
             ));
             let drain = async { while running.next().await.is_some() {} };
             tokio::select! {
                 _ = tokio::time::timeout(args.grace, drain) => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = signals.next() => {}
             }
         }
-        Stop::Interrupted => progress.println("Interrupted."),
+        Stop::Interrupted(sig) => progress.println(&format!("{}.", sig.past_tense())),
         // Nothing to wait for: the server is gone, or the journal is.
         Stop::GaveUp(_) | Stop::Journal => {}
         // Every line was read, or the account stopped the batch: let every line end.
@@ -494,7 +497,7 @@ async fn execute(
             ));
             EXIT_BUDGET
         }
-        Stop::Interrupted => EXIT_INTERRUPTED,
+        Stop::Interrupted(sig) => sig.exit_code(),
         Stop::No => {
             if summary.failed > 0 || summary.skipped_failed > 0 || summary.pending > 0 {
                 EXIT_FAILED

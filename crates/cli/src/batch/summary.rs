@@ -82,7 +82,8 @@ impl Summary {
         let secs = progress.elapsed().as_secs_f64().max(1e-6);
         let stopped = match stop {
             Stop::No => None,
-            Stop::Interrupted => Some("interrupted".to_string()),
+            Stop::Interrupted(crate::signals::Signal::Interrupt) => Some("interrupted".to_string()),
+            Stop::Interrupted(crate::signals::Signal::Terminate) => Some("terminated (SIGTERM)".to_string()),
             Stop::Fatal(r) | Stop::Account(r) | Stop::GaveUp(r) | Stop::Budget(r) => Some(r.clone()),
             Stop::Journal => Some("the journal cannot be written".to_string()),
         };
@@ -100,7 +101,7 @@ impl Summary {
             images_per_second: (progress.images() as f64 / secs * 100.0).round() / 100.0,
             latency_ms: progress.percentiles(),
             reconnects: client.metrics().reconnects,
-            interrupted: *stop == Stop::Interrupted,
+            interrupted: matches!(stop, Stop::Interrupted(_)),
             stopped,
             not_finished: progress.pending(),
             ..Summary::empty(args, results_path)

@@ -151,10 +151,11 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     out.notice(&format!("worker {worker} on {host}: up to {concurrency} task(s) at once from the queue"));
 
     let heartbeat = tokio::spawn(heartbeat(db.clone(), worker, args.lease));
+    let mut listening = crate::signals::Signals::new();
     let signals = tokio::spawn({
         let ctx = ctx.clone();
         async move {
-            wait_for_signal().await;
+            listening.next().await;
             ctx.stopping.store(true, Relaxed);
             ctx.stop.notify_waiters();
         }
@@ -239,28 +240,6 @@ pub async fn run(api: ApiArgs, args: WorkerArgs, out: &Output) -> Result<u8, Cli
     endpoint.shutdown().await;
     out.notice(&format!("worker {worker}: {done} task(s) handled"));
     Ok(crate::EXIT_OK)
-}
-
-async fn wait_for_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn hostname() -> String {
