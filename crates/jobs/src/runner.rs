@@ -18,6 +18,9 @@
 //! [`Runner::halt`]: jobs waiting to send end at once, as *pending* (recorded
 //! open, resumed by a later run); attempts already sent finish.
 //!
+//! Two runs of one key at once (a request retried by its client) wait for each
+//! other: the second returns what the first recorded.
+//!
 //! Cancel safety: dropping a job's future leaves the store consistent (an open
 //! attempt is recovered under its taskUUID by the next run of the job).
 
